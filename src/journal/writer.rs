@@ -1,0 +1,1047 @@
+//! [`Journal`]: the group-commit writer.
+//!
+//! Why group commit: inputs arrive by the thousand per second and an `fsync` costs
+//! milliseconds, so fsyncing each entry is out of the question, and no source may ever stall on
+//! the disk. So [`Journal::append`] only serializes the entry into an in-memory buffer under a
+//! mutex, and a dedicated OS thread (not a tokio task: `write` and `fsync` block, and must not
+//! occupy a runtime worker) takes the whole buffer every [`JournalOptions::fsync_interval`],
+//! writes it to the current segment and fsyncs once for all of it. [`Journal::sync`] asks for
+//! such a commit right away and resolves when it is durable.
+//!
+//! What is durable when:
+//! - an appended entry reaches the file (the OS page cache) within one interval, so after that
+//!   it survives the process being killed (`kill -9`, panic, OOM);
+//! - it survives power loss or a kernel crash only once the commit's `fsync` has returned —
+//!   at most one interval plus the fsync time after `append`, or when `sync().await` returns.
+//!
+//! Failure handling: a write or fsync error is logged, counted in [`JournalStats`], and the
+//! unwritten data is kept and retried at the next interval (at most [`MAX_RETAINED_BYTES`];
+//! beyond that the oldest entries are dropped, logged and counted). Appends never fail: losing
+//! the journal must not take the bridge down with it.
+
+use super::{list_segments, segment_file_name, JournalEntry, JournalError};
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Data kept for retry while the disk fails, at most; beyond this the oldest entries go.
+pub const MAX_RETAINED_BYTES: usize = 256 * 1024 * 1024;
+
+/// The shortest accepted `fsync_interval`: a zero interval would make the writer thread spin.
+const MIN_FSYNC_INTERVAL: Duration = Duration::from_millis(1);
+
+/// How often a persisting write error is logged again (every failure is counted).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Buffers larger than this are not kept for reuse after a burst.
+const KEEP_BUFFER_CAPACITY: usize = 4 * 1024 * 1024;
+
+/// Tuning of a [`Journal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// How often buffered entries are written and fsynced: the bound on how much a power loss
+    /// can take (default 20 ms). Values under 1 ms are treated as 1 ms.
+    pub fsync_interval: Duration,
+    /// A segment is closed and the next one started once it would grow past this size
+    /// (default 64 MiB). Rotation happens between lines only, so a single line larger than
+    /// this gets a segment of its own.
+    pub segment_max_bytes: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            fsync_interval: Duration::from_millis(20),
+            segment_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of a [`Journal`] since it was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Entries accepted by `append` (not counting those refused after `close`).
+    pub appended_entries: u64,
+    /// Bytes of JSON lines accepted by `append`.
+    pub appended_bytes: u64,
+    /// Entries written and fsynced.
+    pub synced_entries: u64,
+    /// Bytes written and fsynced.
+    pub synced_bytes: u64,
+    /// Failed write, fsync or segment-creation attempts.
+    pub write_errors: u64,
+    /// Entries lost: dropped because retained data exceeded [`MAX_RETAINED_BYTES`], appended
+    /// after `close`, or still unwritten when the final flush at close failed.
+    pub dropped_entries: u64,
+    /// The segment file currently written.
+    pub segment: PathBuf,
+    /// Bytes appended but not yet durable (buffered, or kept for retry after an error).
+    pub pending_bytes: u64,
+}
+
+/// The journal writer. Cheap to clone (all clones share one writer); the writer thread stops
+/// and everything is flushed when [`Journal::close`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Journal {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.handle.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Owned by the `Journal` clones only (the thread holds just [`Shared`]), so that dropping the
+/// last clone runs [`Handle::drop`] and stops the thread.
+struct Handle {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<Result<(), JournalError>>>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Wakes the writer thread early (sync requested, closing).
+    wake: Condvar,
+    synced_entries: AtomicU64,
+    synced_bytes: AtomicU64,
+    write_errors: AtomicU64,
+    dropped_entries: AtomicU64,
+    /// Bytes the writer thread has taken from `State::buf` but not yet made durable.
+    retained_bytes: AtomicU64,
+    segment: Mutex<PathBuf>,
+}
+
+/// What appenders and the writer thread share under one mutex.
+struct State {
+    /// Serialized lines waiting for the next commit.
+    buf: Vec<u8>,
+    /// Number of lines in `buf`.
+    buf_entries: u64,
+    appended_entries: u64,
+    appended_bytes: u64,
+    /// `sync()` calls waiting for the next commit.
+    waiters: Vec<oneshot::Sender<Result<(), JournalError>>>,
+    /// The writer thread holds data not yet durable (kept for retry, or being written).
+    writer_dirty: bool,
+    /// `close()` was called: the writer does its final commit and exits.
+    closing: bool,
+    /// The final commit has taken the buffer: later appends cannot be written.
+    closed: bool,
+}
+
+thread_local! {
+    /// Per-thread serialization buffer, so that `append` serializes outside the mutex (less
+    /// contention between sources) without allocating each time.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lock ignoring poisoning: a panic in an `append_then` callback must not make the journal
+/// unusable (the buffer is consistent: it is only extended by whole lines before `then` runs).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (created if needed) and starts its writer thread.
+    ///
+    /// Always starts a *new* segment, numbered one past the highest `NNNNNNNN.jsonl` in `dir`:
+    /// a previous run may have died mid-line, and its torn last line must stay at the end of
+    /// its own file rather than be glued to our first entry.
+    pub fn open(dir: &Path, opts: JournalOptions) -> Result<Journal, JournalError> {
+        std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
+        let next = list_segments(dir)?
+            .segments
+            .last()
+            .map_or(1, |(n, _)| n + 1);
+        let segment = Segment::create(dir, next, opts.segment_max_bytes)?;
+        tracing::info!(segment = %segment.path.display(), "journal: opened new segment");
+
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(64 * 1024),
+                buf_entries: 0,
+                appended_entries: 0,
+                appended_bytes: 0,
+                waiters: Vec::new(),
+                writer_dirty: false,
+                closing: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            synced_entries: AtomicU64::new(0),
+            synced_bytes: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            dropped_entries: AtomicU64::new(0),
+            retained_bytes: AtomicU64::new(0),
+            segment: Mutex::new(segment.path.clone()),
+        });
+        let interval = opts.fsync_interval.max(MIN_FSYNC_INTERVAL);
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || Writer::new(thread_shared, segment, interval).run())
+            .map_err(|e| JournalError::io(dir, e))?;
+        Ok(Journal {
+            handle: Arc::new(Handle {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.handle.shared.dir
+    }
+
+    /// Queues `entry` for the next commit. Never waits for the disk.
+    pub fn append(&self, entry: &JournalEntry) {
+        self.append_then(entry, || ());
+    }
+
+    /// Queues `entry` and runs `then` while still holding the journal's lock.
+    ///
+    /// This is how a source forwards an input to its consumer *in journal order*: when two
+    /// threads append concurrently, the one whose entry comes first in the journal also runs
+    /// its `then` first, so e.g. pushing into a channel inside `then` gives the consumer the
+    /// entries in exactly the order a replay of the journal will. Keep `then` short (it
+    /// blocks every other appender) and never append to the same journal from inside it
+    /// (that deadlocks).
+    ///
+    /// After [`Journal::close`] the entry is dropped (logged, counted) but `then` still runs.
+    pub fn append_then<R>(&self, entry: &JournalEntry, then: impl FnOnce() -> R) -> R {
+        let mut line = SCRATCH
+            .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
+            .unwrap_or_default();
+        line.clear();
+        entry.write_json_line(&mut line);
+
+        let shared = &self.handle.shared;
+        let result = {
+            let mut st = lock(&shared.state);
+            if st.closed {
+                let first = shared.dropped_entries.fetch_add(1, Ordering::Relaxed) == 0;
+                if first {
+                    tracing::error!("journal: append after close; entry dropped");
+                }
+            } else if !line.is_empty() {
+                st.buf.extend_from_slice(&line);
+                st.buf_entries += 1;
+                st.appended_entries += 1;
+                st.appended_bytes += line.len() as u64;
+            }
+            then()
+        };
+
+        if line.capacity() <= KEEP_BUFFER_CAPACITY {
+            let _ = SCRATCH.try_with(|s| *s.borrow_mut() = line);
+        }
+        result
+    }
+
+    /// Resolves once everything appended before the call is written and fsynced; asks the
+    /// writer thread to commit now instead of at the end of its interval.
+    ///
+    /// Does not block the calling runtime thread: the writer thread answers through a oneshot
+    /// channel. Fails with the I/O error if that commit failed (the data is kept and retried),
+    /// or with [`JournalError::Closed`] after [`Journal::close`].
+    pub async fn sync(&self) -> Result<(), JournalError> {
+        let shared = &self.handle.shared;
+        let rx = {
+            let mut st = lock(&shared.state);
+            if st.closing || st.closed {
+                return Err(JournalError::Closed);
+            }
+            if st.buf.is_empty() && !st.writer_dirty {
+                return Ok(());
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push(tx);
+            rx
+        };
+        shared.wake.notify_all();
+        rx.await.unwrap_or(Err(JournalError::Closed))
+    }
+
+    /// Writes and fsyncs everything appended so far, then stops the writer thread.
+    ///
+    /// Idempotent: later calls return `Ok(())`. Blocks the calling thread for the final commit
+    /// (one write and fsync), so call it from shutdown code, or via `spawn_blocking` on a busy
+    /// runtime. Also run (best effort, errors logged) when the last clone is dropped.
+    pub fn close(&self) -> Result<(), JournalError> {
+        self.handle.close()
+    }
+
+    /// Counters and the current segment.
+    pub fn stats(&self) -> JournalStats {
+        let shared = &self.handle.shared;
+        let (appended_entries, appended_bytes, buffered) = {
+            let st = lock(&shared.state);
+            (st.appended_entries, st.appended_bytes, st.buf.len() as u64)
+        };
+        JournalStats {
+            appended_entries,
+            appended_bytes,
+            synced_entries: shared.synced_entries.load(Ordering::Relaxed),
+            synced_bytes: shared.synced_bytes.load(Ordering::Relaxed),
+            write_errors: shared.write_errors.load(Ordering::Relaxed),
+            dropped_entries: shared.dropped_entries.load(Ordering::Relaxed),
+            segment: lock(&shared.segment).clone(),
+            pending_bytes: buffered + shared.retained_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Handle {
+    fn close(&self) -> Result<(), JournalError> {
+        let Some(thread) = lock(&self.thread).take() else {
+            return Ok(());
+        };
+        lock(&self.shared.state).closing = true;
+        self.shared.wake.notify_all();
+        match thread.join() {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!("journal: writer thread panicked");
+                Err(JournalError::Closed)
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::error!(error = %e, "journal: final flush on drop failed");
+        }
+    }
+}
+
+/// The segment file being written, and rotation.
+struct Segment {
+    dir: PathBuf,
+    max_bytes: u64,
+    number: u64,
+    path: PathBuf,
+    /// `None` after a failed rotation: the next write creates the next segment first.
+    file: Option<File>,
+    size: u64,
+    /// Bytes were written since the last successful fsync.
+    needs_fsync: bool,
+    /// A failed write left a partial line at the end of this segment: continue in a new one,
+    /// so the partial line stays a harmless torn tail instead of corrupting the next line.
+    needs_new_file: bool,
+}
+
+impl Segment {
+    /// Creates segment `number` (or the next free number if another process raced us),
+    /// never opening an existing file.
+    fn create(dir: &Path, number: u64, max_bytes: u64) -> Result<Segment, JournalError> {
+        let mut segment = Segment {
+            dir: dir.to_path_buf(),
+            max_bytes: max_bytes.max(1),
+            number: number.saturating_sub(1),
+            path: PathBuf::new(),
+            file: None,
+            size: 0,
+            needs_fsync: false,
+            needs_new_file: false,
+        };
+        segment.open_next()?;
+        Ok(segment)
+    }
+
+    /// Fsyncs and leaves the current file, and creates the next numbered one.
+    fn open_next(&mut self) -> Result<(), JournalError> {
+        self.fsync()?;
+        let mut number = self.number + 1;
+        let (file, path) = loop {
+            let path = self.dir.join(segment_file_name(number));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => break (file, path),
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists && number < self.number + 1000 =>
+                {
+                    number += 1;
+                }
+                Err(e) => return Err(JournalError::io(path, e)),
+            }
+        };
+        // Make the new directory entry durable too, or a power loss could lose the whole file.
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "journal: could not fsync directory");
+        }
+        self.file = Some(file);
+        self.number = number;
+        self.path = path;
+        self.size = 0;
+        self.needs_fsync = false;
+        self.needs_new_file = false;
+        Ok(())
+    }
+
+    fn fsync(&mut self) -> Result<(), JournalError> {
+        if let (Some(file), true) = (&self.file, self.needs_fsync) {
+            file.sync_data()
+                .map_err(|e| JournalError::io(&self.path, e))?;
+            self.needs_fsync = false;
+        }
+        Ok(())
+    }
+
+    /// Writes whole lines from `data`, rotating between lines. Returns how many bytes of
+    /// `data` are done with (always a line boundary), and the error that stopped it, if any.
+    fn write_lines(&mut self, data: &[u8]) -> (usize, Result<(), JournalError>) {
+        let mut done = 0;
+        while done < data.len() {
+            if self.file.is_none() || self.needs_new_file {
+                if let Err(e) = self.open_next() {
+                    return (done, Err(e));
+                }
+                tracing::info!(segment = %self.path.display(), "journal: started next segment");
+            }
+            let rest = &data[done..];
+            let room =
+                usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            let chunk_len = if rest.len() <= room {
+                rest.len()
+            } else if let Some(i) = memchr::memrchr(b'\n', &rest[..room]) {
+                i + 1
+            } else if self.size == 0 {
+                // One line larger than a whole segment: it gets a segment of its own.
+                memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1)
+            } else {
+                self.needs_new_file = true;
+                continue;
+            };
+            let chunk = &rest[..chunk_len];
+            let mut written = 0;
+            let mut error = None;
+            let file = self.file.as_mut().expect("segment file is open here");
+            while written < chunk.len() {
+                match file.write(&chunk[written..]) {
+                    Ok(0) => {
+                        error = Some(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes"));
+                        break;
+                    }
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if written > 0 {
+                self.size += written as u64;
+                self.needs_fsync = true;
+            }
+            if let Some(e) = error {
+                // Done up to the last complete line; a partial line means: new file on retry.
+                let complete = memchr::memrchr(b'\n', &chunk[..written]).map_or(0, |i| i + 1);
+                if complete < written {
+                    self.needs_new_file = true;
+                }
+                return (done + complete, Err(JournalError::io(&self.path, e)));
+            }
+            done += chunk_len;
+        }
+        (done, Ok(()))
+    }
+}
+
+/// The writer thread's own state.
+struct Writer {
+    shared: Arc<Shared>,
+    segment: Segment,
+    interval: Duration,
+    /// Lines taken from the shared buffer and not yet made durable.
+    pending: Vec<u8>,
+    pending_entries: u64,
+    /// How much of `pending` is written (but perhaps not fsynced); whole lines only.
+    written: usize,
+    spare: Vec<u8>,
+    failing_since: Option<Instant>,
+    last_error_log: Option<Instant>,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, segment: Segment, interval: Duration) -> Self {
+        Writer {
+            shared,
+            segment,
+            interval,
+            pending: Vec::new(),
+            pending_entries: 0,
+            written: 0,
+            spare: Vec::with_capacity(64 * 1024),
+            failing_since: None,
+            last_error_log: None,
+        }
+    }
+
+    fn run(mut self) -> Result<(), JournalError> {
+        let mut deadline = Instant::now() + self.interval;
+        loop {
+            let (closing, waiters, entries) = {
+                let mut st = lock(&self.shared.state);
+                while !st.closing && st.waiters.is_empty() {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    st = self
+                        .shared
+                        .wake
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                std::mem::swap(&mut st.buf, &mut self.spare);
+                let entries = std::mem::take(&mut st.buf_entries);
+                if !self.spare.is_empty() {
+                    st.writer_dirty = true;
+                }
+                if st.closing {
+                    st.closed = true;
+                }
+                (st.closing, std::mem::take(&mut st.waiters), entries)
+            };
+            deadline = Instant::now() + self.interval;
+
+            self.take_spare(entries);
+            let result = self.commit();
+
+            lock(&self.shared.state).writer_dirty =
+                !self.pending.is_empty() || self.segment.needs_fsync;
+            for waiter in waiters {
+                let answer = match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(copy_error(e)),
+                };
+                let _ = waiter.send(answer);
+            }
+
+            if closing {
+                if self.pending_entries > 0 {
+                    tracing::error!(
+                        entries = self.pending_entries,
+                        bytes = self.pending.len(),
+                        "journal: closing with unwritten entries; they are lost"
+                    );
+                    self.shared
+                        .dropped_entries
+                        .fetch_add(self.pending_entries, Ordering::Relaxed);
+                    self.shared.retained_bytes.store(0, Ordering::Relaxed);
+                }
+                if result.is_ok() {
+                    tracing::info!(segment = %self.segment.path.display(), "journal: closed");
+                }
+                return result;
+            }
+        }
+    }
+
+    /// Moves what was just swapped out of the shared buffer (now in `spare`) to `pending`,
+    /// dropping the oldest lines if too much piles up while the disk fails.
+    fn take_spare(&mut self, entries: u64) {
+        if self.pending.is_empty() {
+            std::mem::swap(&mut self.pending, &mut self.spare);
+        } else {
+            self.pending.extend_from_slice(&self.spare);
+            self.spare.clear();
+        }
+        if self.spare.capacity() > KEEP_BUFFER_CAPACITY {
+            self.spare = Vec::with_capacity(64 * 1024);
+        }
+        self.pending_entries += entries;
+
+        let (bytes, lines) = drop_oldest(&mut self.pending, &mut self.written, MAX_RETAINED_BYTES);
+        if lines > 0 {
+            self.pending_entries = self.pending_entries.saturating_sub(lines);
+            self.shared
+                .dropped_entries
+                .fetch_add(lines, Ordering::Relaxed);
+            tracing::error!(
+                entries = lines,
+                bytes,
+                limit = MAX_RETAINED_BYTES,
+                "journal: too much unwritten data; dropped the oldest entries"
+            );
+        }
+        self.shared
+            .retained_bytes
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the unwritten part of `pending` and fsyncs. On success `pending` is emptied.
+    fn commit(&mut self) -> Result<(), JournalError> {
+        let result = if self.written < self.pending.len() {
+            let (done, result) = self.segment.write_lines(&self.pending[self.written..]);
+            self.written += done;
+            result
+        } else {
+            Ok(())
+        };
+        let result = result.and_then(|()| self.segment.fsync());
+        {
+            let mut current = lock(&self.shared.segment);
+            if *current != self.segment.path {
+                current.clone_from(&self.segment.path);
+            }
+        }
+        match &result {
+            Ok(()) => {
+                self.shared
+                    .synced_entries
+                    .fetch_add(self.pending_entries, Ordering::Relaxed);
+                self.shared
+                    .synced_bytes
+                    .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+                self.pending.clear();
+                self.pending_entries = 0;
+                self.written = 0;
+                if self.pending.capacity() > KEEP_BUFFER_CAPACITY {
+                    self.pending = Vec::new();
+                }
+                if let Some(since) = self.failing_since.take() {
+                    tracing::info!(
+                        after = ?since.elapsed(),
+                        "journal: writing works again"
+                    );
+                }
+            }
+            Err(e) => {
+                self.shared.write_errors.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                self.failing_since.get_or_insert(now);
+                let log_now = self
+                    .last_error_log
+                    .map_or(true, |at| now.duration_since(at) >= ERROR_LOG_EVERY);
+                if log_now {
+                    self.last_error_log = Some(now);
+                    tracing::error!(
+                        error = %e,
+                        retained_bytes = self.pending.len(),
+                        "journal: write failed; keeping the data to retry"
+                    );
+                }
+            }
+        }
+        self.shared
+            .retained_bytes
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        result
+    }
+}
+
+impl Drop for Writer {
+    /// Runs on a normal exit and if the thread panics: either way nothing will write again, so
+    /// refuse further appends and release pending `sync()` calls (they get `Closed`) rather
+    /// than leave them waiting forever.
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared.state);
+        st.closing = true;
+        st.closed = true;
+        st.waiters.clear();
+    }
+}
+
+/// Drops whole lines from the front of `pending` until it holds at most `cap` bytes; adjusts
+/// `written` (the already-written prefix). Returns the bytes and lines dropped.
+fn drop_oldest(pending: &mut Vec<u8>, written: &mut usize, cap: usize) -> (usize, u64) {
+    if pending.len() <= cap {
+        return (0, 0);
+    }
+    let excess = pending.len() - cap;
+    let cut = memchr::memchr(b'\n', &pending[excess - 1..]).map_or(pending.len(), |i| excess + i);
+    let lines = memchr::memchr_iter(b'\n', &pending[..cut]).count() as u64;
+    pending.drain(..cut);
+    *written = written.saturating_sub(cut);
+    (cut, lines)
+}
+
+/// The writer's error, re-created for each `sync()` waiter (`io::Error` is not `Clone`).
+fn copy_error(e: &JournalError) -> JournalError {
+    match e {
+        JournalError::Io { path, source } => JournalError::Io {
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        JournalError::BadLine { reason } => JournalError::BadLine {
+            reason: reason.clone(),
+        },
+        JournalError::Closed => JournalError::Closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ami::AmiMessage;
+    use crate::journal::{Input, JournalReader};
+    use chrono::{DateTime, Utc};
+
+    fn phone(i: usize) -> JournalEntry {
+        JournalEntry::new(
+            DateTime::<Utc>::from_timestamp_micros(1_795_000_000_000_000 + i as i64).unwrap(),
+            Input::Phone {
+                peer: "127.0.0.1".into(),
+                target: format!("/action-url/incoming_call?call_id={i}"),
+            },
+        )
+    }
+
+    fn ami(i: usize) -> JournalEntry {
+        JournalEntry::new(
+            DateTime::<Utc>::from_timestamp_micros(1_795_000_000_000_000 + i as i64).unwrap(),
+            Input::Ami {
+                pbx: "default".into(),
+                msg: AmiMessage::event("Newchannel")
+                    .field("Uniqueid", format!("1700000000.{i}"))
+                    .field("CallerIDName", "Zoë \"Q\" \\ Müller")
+                    .build()
+                    .unwrap(),
+            },
+        )
+    }
+
+    fn read_all(path: &Path) -> (Vec<crate::journal::JournalRecord>, Vec<String>) {
+        let mut reader = JournalReader::open(path).unwrap();
+        let records = reader.by_ref().map(|r| r.unwrap()).collect();
+        (records, reader.warnings().to_vec())
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn handles_and_sync_futures_cross_threads() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        send_sync(&journal);
+        send(journal.sync()); // can be awaited inside tokio::spawn
+    }
+
+    #[tokio::test]
+    async fn append_sync_read_back_then_second_open_starts_segment_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = JournalOptions {
+            // Long enough that only sync() can have written the data.
+            fsync_interval: Duration::from_secs(3600),
+            ..JournalOptions::default()
+        };
+        let first: Vec<JournalEntry> = (0..100)
+            .map(|i| if i % 2 == 0 { ami(i) } else { phone(i) })
+            .collect();
+        let journal = Journal::open(dir.path(), opts.clone()).unwrap();
+        for e in &first {
+            journal.append(e);
+        }
+        assert!(journal.stats().pending_bytes > 0);
+        journal.sync().await.unwrap();
+        let stats = journal.stats();
+        assert_eq!(stats.appended_entries, 100);
+        assert_eq!(stats.synced_entries, 100);
+        assert_eq!(stats.synced_bytes, stats.appended_bytes);
+        assert_eq!(stats.pending_bytes, 0);
+        assert_eq!(stats.segment, dir.path().join("00000001.jsonl"));
+        // Read while the journal is still open: sync() alone made it visible.
+        let (records, warnings) = read_all(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            records.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(),
+            first
+        );
+        assert!(records.iter().all(|r| r.position.segment == 1));
+        assert_eq!(records[0].position.offset, 0);
+        assert!(records.windows(2).all(|w| w[0].position < w[1].position));
+        journal.close().unwrap();
+        journal.close().unwrap(); // idempotent
+        assert!(matches!(journal.sync().await, Err(JournalError::Closed)));
+
+        let second: Vec<JournalEntry> = (100..150).map(phone).collect();
+        let journal = Journal::open(dir.path(), opts).unwrap();
+        assert_eq!(journal.stats().segment, dir.path().join("00000002.jsonl"));
+        for e in &second {
+            journal.append(e);
+        }
+        drop(journal); // close on drop of the last handle
+        assert_eq!(files(dir.path()), ["00000001.jsonl", "00000002.jsonl"]);
+
+        let (records, warnings) = read_all(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let expected: Vec<JournalEntry> = first.iter().chain(&second).cloned().collect();
+        assert_eq!(
+            records.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(),
+            expected
+        );
+        assert_eq!(
+            records[100].position,
+            crate::journal::Position {
+                segment: 2,
+                offset: 0
+            }
+        );
+    }
+
+    #[test]
+    fn interval_commit_writes_without_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            dir.path(),
+            JournalOptions {
+                fsync_interval: Duration::from_millis(5),
+                ..JournalOptions::default()
+            },
+        )
+        .unwrap();
+        journal.append(&phone(1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal.stats().synced_entries < 1 {
+            assert!(Instant::now() < deadline, "entry never committed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (records, _) = read_all(dir.path());
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].entry, phone(1));
+    }
+
+    #[test]
+    fn rotation_loses_and_duplicates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let line_len = ami(0).to_json_line().len() as u64;
+        let journal = Journal::open(
+            dir.path(),
+            JournalOptions {
+                fsync_interval: Duration::from_millis(1),
+                segment_max_bytes: line_len * 3 + 5,
+            },
+        )
+        .unwrap();
+        let entries: Vec<JournalEntry> = (0..40).map(ami).collect();
+        for (i, e) in entries.iter().enumerate() {
+            journal.append(e);
+            if i % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        journal.close().unwrap();
+        let names = files(dir.path());
+        assert!(names.len() >= 10, "expected rotation, got {names:?}");
+        for name in &names {
+            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(len <= line_len * 3 + 5, "{name} is {len} bytes");
+            let text = std::fs::read(dir.path().join(name)).unwrap();
+            assert_eq!(text.last(), Some(&b'\n'), "{name} ends between lines");
+        }
+        let (records, warnings) = read_all(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            records.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(),
+            entries
+        );
+        assert!(records.windows(2).all(|w| w[0].position < w[1].position));
+    }
+
+    #[test]
+    fn oversized_line_gets_its_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            dir.path(),
+            JournalOptions {
+                fsync_interval: Duration::from_secs(3600),
+                segment_max_bytes: 10,
+            },
+        )
+        .unwrap();
+        for i in 0..3 {
+            journal.append(&phone(i));
+        }
+        journal.close().unwrap();
+        assert_eq!(files(dir.path()).len(), 3);
+        let (records, _) = read_all(dir.path());
+        assert_eq!(records.len(), 3);
+    }
+
+    #[test]
+    fn append_then_order_is_journal_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            dir.path(),
+            JournalOptions {
+                fsync_interval: Duration::from_millis(1),
+                ..JournalOptions::default()
+            },
+        )
+        .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let journal = journal.clone();
+                let seen = Arc::clone(&seen);
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    for i in 0..500 {
+                        let e = phone(t * 1000 + i);
+                        let forwarded = e.clone();
+                        let r = journal.append_then(&e, || {
+                            // A consumer hand-off that takes a moment: gives other threads
+                            // every chance to overtake if `then` ran outside the lock.
+                            std::thread::yield_now();
+                            seen.lock().unwrap().push(forwarded);
+                            i
+                        });
+                        assert_eq!(r, i);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        journal.close().unwrap();
+        let (records, _) = read_all(dir.path());
+        let read: Vec<JournalEntry> = records.into_iter().map(|r| r.entry).collect();
+        let seen = seen.lock().unwrap();
+        assert_eq!(read.len(), 4000);
+        assert!(*seen == read, "consumer order differs from journal order");
+    }
+
+    #[test]
+    fn append_after_close_is_dropped_but_then_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        journal.append(&phone(1));
+        journal.close().unwrap();
+        assert_eq!(journal.append_then(&phone(2), || 7), 7);
+        let stats = journal.stats();
+        assert_eq!(stats.appended_entries, 1);
+        assert_eq!(stats.synced_entries, 1);
+        assert_eq!(stats.dropped_entries, 1);
+        let (records, _) = read_all(dir.path());
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn open_skips_past_the_highest_segment_and_ignores_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("00000007.jsonl"), b"").unwrap();
+        std::fs::write(dir.path().join("capture.jsonl"), b"").unwrap();
+        std::fs::write(dir.path().join("00000009.txt"), b"").unwrap();
+        let journal = Journal::open(&dir.path().join("."), JournalOptions::default()).unwrap();
+        assert!(journal.stats().segment.ends_with("00000008.jsonl"));
+        journal.close().unwrap();
+        // Created if missing, nested.
+        let nested = dir.path().join("a/b");
+        let journal = Journal::open(&nested, JournalOptions::default()).unwrap();
+        assert_eq!(journal.stats().segment, nested.join("00000001.jsonl"));
+    }
+
+    #[tokio::test]
+    async fn failed_rotation_is_counted_reported_and_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("journal");
+        // Every line needs a segment of its own, so each commit must create a file.
+        let journal = Journal::open(
+            &jdir,
+            JournalOptions {
+                fsync_interval: Duration::from_secs(3600),
+                segment_max_bytes: 1,
+            },
+        )
+        .unwrap();
+        journal.append(&phone(1));
+        journal.sync().await.unwrap();
+        // The directory vanishes: creating the next segment fails.
+        std::fs::remove_dir_all(&jdir).unwrap();
+        journal.append(&phone(2));
+        let err = journal.sync().await.unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Io { path, .. } if path.starts_with(&jdir)),
+            "{err}"
+        );
+        let stats = journal.stats();
+        assert_eq!(stats.write_errors, 1);
+        assert_eq!(stats.synced_entries, 1);
+        assert!(stats.pending_bytes > 0);
+        // It comes back: the kept entry is written, once.
+        std::fs::create_dir(&jdir).unwrap();
+        journal.sync().await.unwrap();
+        let stats = journal.stats();
+        assert_eq!((stats.synced_entries, stats.pending_bytes), (2, 0));
+        journal.close().unwrap();
+        let (records, _) = read_all(&jdir);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].entry, phone(2));
+        assert_eq!(records[0].position.segment, 2);
+    }
+
+    #[test]
+    fn failed_write_keeps_the_data_for_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        // A segment whose file is read-only: every write fails until it is replaced.
+        let path = dir.path().join(segment_file_name(1));
+        let mut segment = Segment {
+            dir: dir.path().to_path_buf(),
+            max_bytes: 1 << 20,
+            number: 1,
+            path: path.clone(),
+            file: Some(File::create(&path).and_then(|_| File::open(&path)).unwrap()),
+            size: 0,
+            needs_fsync: false,
+            needs_new_file: false,
+        };
+        let data = [phone(1).to_json_line(), phone(2).to_json_line()].concat();
+        let (done, result) = segment.write_lines(&data);
+        assert_eq!(done, 0);
+        assert!(matches!(result, Err(JournalError::Io { .. })), "{result:?}");
+        // Retry after the file becomes writable: everything arrives, once.
+        segment.file = Some(OpenOptions::new().append(true).open(&path).unwrap());
+        let (done, result) = segment.write_lines(&data);
+        result.unwrap();
+        assert_eq!(done, data.len());
+        segment.fsync().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn drop_oldest_keeps_whole_newest_lines() {
+        let mut pending = b"aaaa\nbb\ncccccc\nd\n".to_vec();
+        let mut written = 8;
+        assert_eq!(drop_oldest(&mut pending, &mut written, 100), (0, 0));
+        // 17 bytes, cap 10: must drop >= 7 bytes, at a line boundary: "aaaa\nbb\n".
+        assert_eq!(drop_oldest(&mut pending, &mut written, 10), (8, 2));
+        assert_eq!(pending, b"cccccc\nd\n");
+        assert_eq!(written, 0);
+        // Cut exactly at a boundary.
+        let mut pending = b"ab\ncd\n".to_vec();
+        let mut written = 0;
+        assert_eq!(drop_oldest(&mut pending, &mut written, 3), (3, 1));
+        assert_eq!(pending, b"cd\n");
+        // Everything.
+        assert_eq!(drop_oldest(&mut pending, &mut written, 0), (3, 1));
+        assert!(pending.is_empty());
+    }
+}

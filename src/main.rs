@@ -1,0 +1,215 @@
+//! The `ctibridge` binary: parses the command line and hands off to the library.
+//! Errors are reported here, at the edge, with their whole context chain.
+
+use clap::{Parser, Subcommand};
+use ctibridge::ami::{AmiCodec, AmiFrame};
+use ctibridge::config;
+use ctibridge::telemetry::{self, LogOutput};
+use futures::StreamExt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio_util::codec::FramedRead;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ctibridge",
+    version,
+    about = "Joins Asterisk AMI and desk-phone Action URL views of every call"
+)]
+struct Cli {
+    /// Log output format (overrides `log.format` from the config).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogOutput>,
+    /// More log detail: -v debug, -vv trace (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service: connect to every [[pbx]], journal every input.
+    Serve {
+        /// Config file (default: ./ctibridge.toml, then /etc/ctibridge/ctibridge.toml, then built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the service against a simulated Asterisk that plays recorded calls in a loop.
+    Demo(ctibridge::demo::DemoArgs),
+    /// Validate the config and print what was loaded (secrets masked); exit 1 on problems.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// AMI tools.
+    #[command(subcommand)]
+    Ami(AmiCommand),
+    /// Journal tools.
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AmiCommand {
+    /// Decode raw AMI bytes: one JSON array of [key, value] pairs per message, in wire order.
+    Decode {
+        /// File to read, or `-` for standard input.
+        #[arg(default_value = "-")]
+        input: String,
+        /// Largest message accepted, in bytes.
+        #[arg(long, default_value_t = ctibridge::ami::DEFAULT_MAX_MESSAGE_BYTES)]
+        max_message_bytes: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCommand {
+    /// Read a journal (file or directory) and report entries per kind and any torn or bad line.
+    Verify { path: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn log_filter(verbose: u8, configured: &str) -> String {
+    match verbose {
+        0 => configured.to_string(),
+        1 => "debug".to_string(),
+        _ => "trace".to_string(),
+    }
+}
+
+fn log_output(cli: Option<LogOutput>, configured: config::LogFormat) -> LogOutput {
+    cli.unwrap_or(match configured {
+        config::LogFormat::Text => LogOutput::Text,
+        config::LogFormat::Json => LogOutput::Json,
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let loaded = config::load(config.as_deref())?;
+            let s = &loaded.settings;
+            telemetry::init(
+                log_output(cli.log_format, s.log.format),
+                &log_filter(cli.verbose, &s.log.level),
+            );
+            tracing::info!(source = %loaded.source, "configuration loaded");
+            ctibridge::service::serve(loaded.settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            telemetry::init(
+                cli.log_format.unwrap_or(LogOutput::Text),
+                &log_filter(cli.verbose, ctibridge::demo::DEFAULT_LOG_FILTER),
+            );
+            ctibridge::demo::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => Ok(check_config(config.as_deref())),
+        Command::Ami(AmiCommand::Decode {
+            input,
+            max_message_bytes,
+        }) => {
+            decode(&input, max_message_bytes).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Journal(JournalCommand::Verify { path }) => {
+            telemetry::init(cli.log_format.unwrap_or(LogOutput::Text), "warn");
+            verify_journal(&path)
+        }
+    }
+}
+
+fn check_config(path: Option<&Path>) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            println!("# configuration OK, loaded from {}", loaded.source);
+            println!("# effective settings (secrets masked):\n");
+            print!("{}", loaded.settings.masked_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("configuration has problems:");
+            for p in &e.problems {
+                eprintln!("  - {}: {}", p.key, p.message);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ami decode`: streams the input through the codec, one JSON line per message.
+async fn decode(input: &str, max_message_bytes: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let reader: Box<dyn tokio::io::AsyncRead + Unpin> = if input == "-" {
+        Box::new(tokio::io::stdin())
+    } else {
+        Box::new(
+            tokio::fs::File::open(input)
+                .await
+                .with_context(|| format!("cannot open {input}"))?,
+        )
+    };
+    let mut frames = FramedRead::with_capacity(
+        reader,
+        AmiCodec::with_max_message_bytes(max_message_bytes),
+        64 * 1024,
+    );
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut line = Vec::with_capacity(4096);
+    while let Some(frame) = frames.next().await {
+        match frame.with_context(|| format!("reading {input}"))? {
+            AmiFrame::Banner(_) => {}
+            AmiFrame::Message(msg) => {
+                line.clear();
+                let pairs: Vec<(&str, &str)> = msg.iter().collect();
+                serde_json::to_writer(&mut line, &pairs)?;
+                line.push(b'\n');
+                out.write_all(&line)?;
+            }
+            AmiFrame::Malformed(e) => eprintln!("ctibridge: skipped: {e}"),
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn verify_journal(path: &Path) -> anyhow::Result<ExitCode> {
+    use ctibridge::journal::{Input, JournalReader};
+    let mut reader = JournalReader::open(path)?;
+    let (mut ami, mut phone, mut gap) = (0u64, 0u64, 0u64);
+    for record in reader.by_ref() {
+        match record?.entry.input {
+            Input::Ami { .. } => ami += 1,
+            Input::Phone { .. } => phone += 1,
+            Input::Gap { .. } => gap += 1,
+        }
+    }
+    println!("entries: ami {ami}, phone {phone}, gap {gap}");
+    let warnings = reader.warnings();
+    for w in warnings {
+        println!("warning: {w}");
+    }
+    println!("warnings: {}", warnings.len());
+    Ok(ExitCode::SUCCESS)
+}
