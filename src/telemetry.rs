@@ -3,6 +3,7 @@
 //! The filter comes from `RUST_LOG` when set, else from the caller (config `log.level`, or
 //! the `-v` flags), so an administrator can always turn one module up without editing files.
 
+use std::io::IsTerminal;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 /// Output format of the logs.
@@ -21,7 +22,13 @@ pub fn init(output: LogOutput, default_filter: &str) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match output {
         LogOutput::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(true))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(true)
+                    // Colour codes only for a person at a terminal, not in journald or files.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init(),
         LogOutput::Json => registry
             .with(

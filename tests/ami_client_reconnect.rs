@@ -346,3 +346,57 @@ async fn actions_get_their_responses_and_event_lists() {
         .await
         .is_err());
 }
+
+/// A link that stays open but goes silent (no Pong) is declared dead after `ping_timeout`,
+/// reconnected, and the silent period is journaled as a gap.
+#[tokio::test]
+async fn missing_pong_ends_the_session_and_journals_a_gap() {
+    let server = AmiServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AmiServerConfig {
+            username: "bridge".into(),
+            secret: "s3cret".into(),
+            require_md5: true,
+            banner: "Asterisk Call Manager/11.0.0".into(),
+        },
+    )
+    .await
+    .unwrap();
+    // Swallow Ping on the first session only: answer nothing.
+    let swallowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let swallowed = swallowed.clone();
+        server.set_action_handler(Box::new(move |action: &AmiMessage| {
+            let is_ping = action
+                .get("Action")
+                .is_some_and(|a| a.eq_ignore_ascii_case("Ping"));
+            (is_ping && !swallowed.swap(true, std::sync::atomic::Ordering::SeqCst)).then(Vec::new)
+        }));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+    let (ingest, _rx) = Ingest::new(journal.clone(), 1000);
+    let shutdown = CancellationToken::new();
+    let mut opts = options(server.local_addr());
+    opts.ping_interval = Duration::from_millis(100);
+    opts.ping_timeout = Duration::from_millis(150);
+    let (handle, task) = AmiClient::spawn(opts, ingest, shutdown.clone());
+    assert!(handle.wait_up(Duration::from_secs(5)).await);
+    assert!(
+        server.wait_for_logins(2, Duration::from_secs(5)).await,
+        "no reconnect after the missing Pong"
+    );
+    assert!(handle.wait_up(Duration::from_secs(5)).await);
+    shutdown.cancel();
+    task.await.unwrap();
+    journal.sync().await.unwrap();
+    let reasons: Vec<String> = JournalReader::open(dir.path())
+        .unwrap()
+        .filter_map(|r| match r.unwrap().entry.input {
+            Input::Gap { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("ping timeout"), "{reasons:?}");
+}

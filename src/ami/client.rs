@@ -22,7 +22,7 @@ use super::codec::{AmiCodec, AmiFrame};
 use super::message::{AmiMessage, AmiMessageBuilder, FieldError, MessageKind};
 use crate::config::{AmiAuth, PbxSettings};
 use crate::ingest::Ingest;
-use crate::journal::{Input, JournalEntry};
+use crate::journal::{truncate_to_micros, Input, JournalEntry};
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use md5::{Digest, Md5};
@@ -253,7 +253,7 @@ impl AmiClient {
         let (req_tx, req_rx) = mpsc::channel(256);
         let (status_tx, status_rx) = watch::channel(LinkStatus {
             up: false,
-            since: Utc::now(),
+            since: now_micros(),
             last_error: None,
         });
         let stats = Arc::new(AmiStats::default());
@@ -299,7 +299,7 @@ impl AmiClient {
             self.status.send_replace(LinkStatus {
                 up: false,
                 since: if was_up {
-                    Utc::now()
+                    now_micros()
                 } else {
                     self.status.borrow().since
                 },
@@ -360,7 +360,7 @@ impl AmiClient {
         let mut session = Session {
             pending: HashMap::new(),
             out: out_tx,
-            last_seen: Utc::now(),
+            last_seen: now_micros(),
         };
         let result = async {
             let deadline = Instant::now() + self.opts.login_timeout;
@@ -519,7 +519,7 @@ impl AmiClient {
                 _ = self.shutdown.cancelled() => return Err(SessionError::Shutdown),
             }
         };
-        let now = Utc::now();
+        let now = now_micros();
         let resync_note = match &outcome {
             Ok(r) if r.is_success() => {
                 tracing::info!(pbx = %self.opts.pbx, live_channels = r.events.len().saturating_sub(1), "AMI resynchronised");
@@ -749,7 +749,7 @@ impl Inlet {
                 Some(Err(e)) => return Err(SessionError::Read(e)),
                 Some(Ok(frame)) => frame,
             };
-            let now = Utc::now();
+            let now = now_micros();
             match frame {
                 AmiFrame::Message(msg) => {
                     self.stats.messages.fetch_add(1, Ordering::Relaxed);
@@ -785,6 +785,12 @@ async fn write_loop(
             break;
         }
     }
+}
+
+/// Receive time at the journal's precision (microseconds), so a replay of the journal sees
+/// exactly the timestamps the live consumer saw.
+fn now_micros() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
 }
 
 /// `Key` for an MD5 login: lowercase hex of md5(challenge + secret).

@@ -406,6 +406,8 @@ pub fn parse_message(raw: &[u8], max_message_bytes: usize) -> Result<AmiMessage,
     let mut buf = BytesMut::from(raw);
     let frame = match codec.decode(&mut buf) {
         Ok(Some(frame)) => Some(frame),
+        // A legacy reply may end at `--END COMMAND--` with no blank line: that is complete.
+        Ok(None) if codec.legacy == Legacy::End => codec.decode_eof(&mut buf).ok().flatten(),
         Ok(None) => {
             // Tolerate a missing terminator by supplying it.
             buf.extend_from_slice(b"\r\n\r\n");
@@ -616,6 +618,14 @@ mod tests {
             frames[1],
             AmiFrame::Malformed(AmiDecodeError::Truncated { bytes: 14 })
         ));
+    }
+
+    #[test]
+    fn parse_message_keeps_a_legacy_reply_without_blank_line_byte_exact() {
+        let raw = b"Response: Follows\r\nPrivilege: Command\r\nout\n--END COMMAND--\r\n";
+        let m = parse_message(raw, 4096).unwrap();
+        assert_eq!(&m.raw()[..], &raw[..]);
+        assert_eq!(m.get("Output"), Some("out"));
     }
 
     #[test]
