@@ -12,8 +12,10 @@
 pub mod ami;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod ingest;
 pub mod journal;
+pub mod phone;
 pub mod service;
 pub mod sim;
 pub mod telemetry;

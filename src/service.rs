@@ -1,29 +1,40 @@
 //! `ctibridge serve`: sources → [`Ingest`] (journal, then forward) → consumer.
 //!
-//! Today the consumer logs a one-line summary of every call event at debug level; the
-//! correlator takes its place in the next stage of the project. The wiring stays the same:
-//! one task owns the consumer and reads inputs in journal order.
+//! Sources: one AMI client per `[[pbx]]`, and the HTTP server's Action URL receiver. Today
+//! the consumer logs a one-line summary of every call event at debug level; the correlator
+//! takes its place in the next stage of the project. The wiring stays the same: one task
+//! owns the consumer and reads inputs in journal order.
 
 use crate::ami::{AmiClient, AmiClientOptions, AmiHandle, AmiMessage};
 use crate::config::Settings;
+use crate::http::action_url::{CallbackPolicy, CallbackStats};
+use crate::http::auth::TokenSet;
+use crate::http::AppState;
 use crate::ingest::Ingest;
 use crate::journal::{Input, Journal, JournalEntry, JournalOptions};
+use crate::phone::registry::PhoneRegistry;
 use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A running service: its AMI links and the journal, for status and for tests.
+/// A running service: its AMI links, phones, HTTP address and journal, for status and tests.
 pub struct Service {
     pub ami: Vec<AmiHandle>,
     pub journal: Journal,
     pub ingest: Ingest,
+    pub phones: PhoneRegistry,
+    /// Where the HTTP server listens (the bound port when `http.listen` had port 0).
+    pub http_addr: SocketAddr,
+    pub callback_stats: Arc<CallbackStats>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     consumer: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
 impl Service {
-    /// Opens the journal and starts one AMI client per `[[pbx]]`.
+    /// Opens the journal, binds the HTTP listener, starts one AMI client per `[[pbx]]`.
     pub async fn start(settings: &Settings) -> anyhow::Result<Service> {
         let opts = JournalOptions {
             fsync_interval: settings.journal.fsync_interval,
@@ -46,11 +57,36 @@ impl Service {
             ami.push(handle);
             tasks.push(task);
         }
+        let phones = PhoneRegistry::from_settings(&settings.phones);
+        let callback_stats = Arc::new(CallbackStats::default());
+        let listener = crate::http::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let app = crate::http::router(AppState {
+            ingest: ingest.clone(),
+            phones: phones.clone(),
+            tokens: TokenSet::new(&settings.api.tokens),
+            callbacks: Arc::new(CallbackPolicy {
+                allowed_networks: settings.action_url.allowed_networks.clone(),
+                path_secret: settings.action_url.path_secret.clone(),
+            }),
+            callback_stats: callback_stats.clone(),
+        });
+        tasks.push(tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            shutdown.child_token(),
+        )));
+        tracing::info!(%http_addr, "HTTP listening: Action URL at /action-url/{{event}}, API at /api/v1");
         let consumer = tokio::spawn(consume(rx));
         Ok(Service {
             ami,
             journal,
             ingest,
+            phones,
+            http_addr,
+            callback_stats,
             tasks,
             consumer,
             shutdown,

@@ -14,3 +14,4 @@
 
 pub mod ami_server;
 pub mod fixtures;
+pub mod phone;

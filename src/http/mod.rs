@@ -1,0 +1,99 @@
+//! The HTTP side: phone callbacks (Action URL) and the API.
+//!
+//! Served by hyper directly (not `axum::serve`) so every connection can pass through
+//! [`lenient::LenientIo`], which repairs the request lines some phones send (see there).
+
+pub mod action_url;
+pub mod auth;
+pub mod error;
+pub mod lenient;
+pub mod phones;
+
+use crate::ingest::Ingest;
+use crate::phone::registry::PhoneRegistry;
+use action_url::{CallbackPolicy, CallbackStats};
+use auth::TokenSet;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Ingest,
+    pub phones: PhoneRegistry,
+    pub tokens: TokenSet,
+    pub callbacks: Arc<CallbackPolicy>,
+    pub callback_stats: Arc<CallbackStats>,
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/action-url/{event}",
+            get(action_url::without_secret).post(action_url::without_secret),
+        )
+        .route(
+            "/action-url/{secret}/{event}",
+            get(action_url::with_secret).post(action_url::with_secret),
+        )
+        .route("/api/v1/phones", get(phones::list))
+        .route("/api/v1/phones/{ext}", get(phones::get))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets open requests finish (≤ 5 s).
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // HTTP/1 only: phones and CRM hooks speak HTTP/1.1, and keep-alive is what matters.
+    let builder = hyper::server::conn::http1::Builder::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, keep serving.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let io = TokioIo::new(lenient::LenientIo::new(stream));
+        let conn = builder.serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after 5 s; closing them");
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
