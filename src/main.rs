@@ -7,6 +7,7 @@ use ctibridge::config;
 use ctibridge::telemetry::{self, LogOutput};
 use futures::StreamExt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio_util::codec::FramedRead;
@@ -49,6 +50,57 @@ enum Command {
     /// Journal tools.
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Phone tools.
+    #[command(subcommand)]
+    Phones(PhonesCommand),
+    /// Simulated peers for trying ctibridge without hardware.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCommand {
+    /// Run a simulated desk phone: a real HTTP server speaking the vendor's Active URI, firing
+    /// Action URL callbacks to the bridge when its state changes.
+    Phone {
+        /// yealink, yealink-legacy, fanvil, snom, grandstream or htek.
+        #[arg(long, default_value = "yealink")]
+        vendor: String,
+        #[arg(long, default_value = "101")]
+        extension: String,
+        /// Address the phone's web server listens on.
+        #[arg(long, default_value = "127.0.0.1:18101")]
+        listen: SocketAddr,
+        /// Where to send callbacks, e.g. http://127.0.0.1:8080/action-url (none: no callbacks).
+        #[arg(long)]
+        callback: Option<String>,
+        /// Web credentials the phone demands (HTTP Basic unless --digest).
+        #[arg(long, default_value = "admin")]
+        username: String,
+        #[arg(long, default_value = "admin")]
+        password: String,
+        #[arg(long)]
+        digest: bool,
+        /// Seconds after a dial before the far end answers (call_established).
+        #[arg(long, default_value_t = 2.0)]
+        answer_after: f64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PhonesCommand {
+    /// Print the Action URL settings to paste into the phones' provisioning.
+    Provision {
+        /// yealink, yealink-legacy, fanvil, snom, grandstream or htek.
+        #[arg(long)]
+        vendor: String,
+        /// How phones reach ctibridge, e.g. http://10.0.0.5:8080.
+        #[arg(long)]
+        bridge_url: String,
+        /// Config file, for `action_url.path_secret`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +184,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             decode(&input, max_message_bytes).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sim(SimCommand::Phone {
+            vendor,
+            extension,
+            listen,
+            callback,
+            username,
+            password,
+            digest,
+            answer_after,
+        }) => {
+            telemetry::init(
+                cli.log_format.unwrap_or(LogOutput::Text),
+                &log_filter(cli.verbose, "info"),
+            );
+            use ctibridge::sim::phone::{PhoneSim, PhoneSimConfig, SimAuth};
+            let vendor = parse_vendor(&vendor)?;
+            let mut cfg = PhoneSimConfig::for_vendor(vendor, &extension);
+            cfg.username = username;
+            cfg.password = password;
+            cfg.auth = if digest {
+                SimAuth::Digest
+            } else {
+                SimAuth::Basic
+            };
+            cfg.callback_base = callback;
+            cfg.answer_after = Some(std::time::Duration::from_secs_f64(answer_after.max(0.0)));
+            let phone = PhoneSim::start(listen, cfg).await?;
+            println!(
+                "simulated {vendor:?} phone {extension} at {} (Ctrl-C to stop)",
+                phone.base_url()
+            );
+            ctibridge::service::shutdown_signal().await;
+            phone.shutdown();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Phones(PhonesCommand::Provision {
+            vendor,
+            bridge_url,
+            config,
+        }) => provision(&vendor, &bridge_url, config.as_deref()),
         Command::Journal(JournalCommand::Verify { path }) => {
             telemetry::init(cli.log_format.unwrap_or(LogOutput::Text), "warn");
             verify_journal(&path)
@@ -192,6 +284,38 @@ async fn decode(input: &str, max_message_bytes: usize) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+fn parse_vendor(vendor: &str) -> anyhow::Result<config::PhoneVendor> {
+    use anyhow::Context;
+    serde_json::from_value(serde_json::Value::String(vendor.to_string())).with_context(|| {
+        format!("unknown vendor {vendor:?}: use yealink, yealink-legacy, fanvil, snom, grandstream or htek")
+    })
+}
+
+fn provision(vendor: &str, bridge_url: &str, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let vendor = parse_vendor(vendor)?;
+    let secret = match config {
+        Some(path) => config::load(Some(path))?.settings.action_url.path_secret,
+        None => None,
+    };
+    let host = bridge_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(bridge_url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    print!(
+        "{}",
+        ctibridge::phone::provisioning::action_url_settings(
+            vendor,
+            bridge_url,
+            secret.as_deref(),
+            host
+        )
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify_journal(path: &Path) -> anyhow::Result<ExitCode> {

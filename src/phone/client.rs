@@ -648,7 +648,7 @@ impl Inner {
                 .headers()
                 .get_all(WWW_AUTHENTICATE)
                 .iter()
-                .find_map(|v| parse_digest_challenge(v));
+                .find_map(parse_digest_challenge);
             let Some(mut challenge) = challenge else {
                 // Basic refused (or an unknown scheme): nothing else to try.
                 slot.digest = None;

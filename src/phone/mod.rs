@@ -11,5 +11,6 @@ pub mod action_url;
 pub mod client;
 pub mod command;
 pub mod number;
+pub mod provisioning;
 pub mod registry;
 pub mod vendor;

@@ -174,6 +174,7 @@ fn render_number(normalized: &str, pound: &str) -> String {
         match c {
             '+' => out.push_str("%2B"),
             '#' => out.push_str(pound),
+            '*' => out.push('*'),
             // normalize_number lets nothing else through; encode anyway rather than trust it.
             c => out.push_str(&enc(c.encode_utf8(&mut [0; 4]))),
         }

@@ -8,8 +8,8 @@
 //! phone that answers `200 OK` but waits for a user to press OK on "Allow remote control?", a
 //! Digest challenge, a literal `$remote` in a callback, a Snom that redirects instead of
 //! answering. So this phone serves real HTTP on a real socket, follows the vendor documents
-//! (`docs/brief/phones.md` and the two seed documents, Russian for Yealink and Chinese for
-//! Fanvil), and keeps a record of every request (the target exactly as received, whether it was
+//! (the product brief's `phones.md` and the two seed documents, Russian for Yealink and Chinese
+//! for Fanvil), and keeps a record of every request (the target exactly as received, whether it was
 //! authorized, whether it was *executed*) and of every callback it fired. The rules here are
 //! derived from the documents, not from ctibridge's own client, so a test that drives the client
 //! against this simulator checks the client against the documents.
