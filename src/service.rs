@@ -12,6 +12,7 @@ use crate::http::auth::TokenSet;
 use crate::http::AppState;
 use crate::ingest::Ingest;
 use crate::journal::{Input, Journal, JournalEntry, JournalOptions};
+use crate::phone::client::ActiveUriClient;
 use crate::phone::registry::PhoneRegistry;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ pub struct Service {
     pub journal: Journal,
     pub ingest: Ingest,
     pub phones: PhoneRegistry,
+    /// Sends commands to phones (HTTP, or SIP NOTIFY through the first PBX).
+    pub active_uri: ActiveUriClient,
     /// Where the HTTP server listens (the bound port when `http.listen` had port 0).
     pub http_addr: SocketAddr,
     pub callback_stats: Arc<CallbackStats>,
@@ -58,6 +61,16 @@ impl Service {
             tasks.push(task);
         }
         let phones = PhoneRegistry::from_settings(&settings.phones);
+        // `outgoing_uri` names the account at the PBX the phones register with.
+        let pbx_host = settings
+            .pbx
+            .first()
+            .map(|p| p.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let mut active_uri = ActiveUriClient::new(phones.clone(), &settings.active_uri, pbx_host);
+        if let Some(ami) = ami.first() {
+            active_uri = active_uri.with_notify(ami.clone());
+        }
         let callback_stats = Arc::new(CallbackStats::default());
         let listener = crate::http::bind(settings.http.listen)
             .await
@@ -85,6 +98,7 @@ impl Service {
             journal,
             ingest,
             phones,
+            active_uri,
             http_addr,
             callback_stats,
             tasks,

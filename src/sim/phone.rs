@@ -362,6 +362,8 @@ struct CallCtx {
 }
 
 struct Inner {
+    /// Where callbacks go; starts as `cfg.callback_base`, changed by `set_callback_base`.
+    callback_base: Option<String>,
     behaviour: SimBehaviour,
     state: SimPhoneState,
     call: Option<CallCtx>,
@@ -485,6 +487,7 @@ impl PhoneSim {
             opaque: random_hex(16),
             addr: local,
             inner: Mutex::new(Inner {
+                callback_base: cfg.callback_base.clone(),
                 behaviour: cfg.behaviour,
                 state: SimPhoneState {
                     selected_line: 1,
@@ -527,6 +530,12 @@ impl PhoneSim {
 
     pub fn config(&self) -> &PhoneSimConfig {
         &self.shared.cfg
+    }
+
+    /// Points the Action URL callbacks somewhere else (or nowhere), as an administrator
+    /// re-provisioning the phone would; tests use it once the bridge's port is known.
+    pub fn set_callback_base(&self, base: Option<String>) {
+        self.shared.lock().callback_base = base;
     }
 
     /// Every HTTP request received, in arrival order.
@@ -1670,7 +1679,7 @@ impl Shared {
     /// Queues the callback for `ev` with the variables as they are now. Sending happens in the
     /// background, in queue order.
     fn emit(&self, inner: &mut Inner, ev: Ev) {
-        let Some(base) = self.cfg.callback_base.as_deref() else {
+        let Some(base) = inner.callback_base.clone() else {
             return;
         };
         let Some(event) = event_name(self.cfg.vendor, ev) else {
