@@ -16,6 +16,7 @@ pub mod http;
 pub mod ingest;
 pub mod journal;
 pub mod phone;
+pub mod record;
 pub mod service;
 pub mod sim;
 pub mod telemetry;

@@ -267,3 +267,25 @@ async fn phones_api_needs_a_read_token() {
     assert_eq!(missing.status(), 404);
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn post_callbacks_are_accepted_with_the_body_as_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = start("", dir.path()).await;
+    let body = b"mac=001565aabb01&remote=+15550100";
+    let mut request = b"POST /action-url/incoming_call HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\n".to_vec();
+    request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    request.extend_from_slice(body);
+    let response = raw("127.0.0.1", service.http_addr, &request).await;
+    assert_eq!(status(&response), 200, "{response}");
+    service.journal.sync().await.unwrap();
+    assert_eq!(
+        phone_targets(dir.path())[0].1,
+        "/action-url/incoming_call?mac=001565aabb01&remote=+15550100"
+    );
+    assert!(matches!(
+        service.phones.get("101").unwrap().state.call,
+        Some(ctibridge::phone::registry::PhoneCall::Ringing { remote: Some(ref r), .. }) if r == "+15550100"
+    ));
+    service.stop().await.unwrap();
+}

@@ -19,11 +19,13 @@ use ctibridge::phone::client::{
     ActiveUriClient, CommandError, PhoneCommand, RequestResult, Transport,
 };
 use ctibridge::phone::registry::PhoneRegistry;
-use ctibridge::sim::ami_server::{response_to, AmiServer, AmiServerConfig};
+use ctibridge::sim::ami_server::{response_to, AmiServer};
 use md5::{Digest as _, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 const PBX: &str = "10.0.0.1";
 
@@ -689,17 +691,7 @@ async fn ami_with_notify() -> (
     CancellationToken,
     tempfile::TempDir,
 ) {
-    let server = AmiServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AmiServerConfig {
-            username: "bridge".into(),
-            secret: "s3cret".into(),
-            require_md5: true,
-            banner: "Asterisk Call Manager/11.0.0".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let server = common::ami_server("s3cret", true).await;
     server.set_action_handler(Box::new(|action: &AmiMessage| {
         action
             .get("Action")

@@ -7,25 +7,13 @@ use ctibridge::ami::{AmiClient, AmiClientOptions, AmiMessage};
 use ctibridge::config::AmiAuth;
 use ctibridge::ingest::Ingest;
 use ctibridge::journal::{Input, Journal, JournalOptions, JournalReader};
-use ctibridge::sim::ami_server::{AmiServer, AmiServerConfig};
+use ctibridge::sim::ami_server::AmiServer;
 use ctibridge::sim::fixtures::load_capture_file;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-fn fixture(name: &str) -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/brief/fixtures"
-    ));
-    assert!(
-        dir.is_dir(),
-        "recorded AMI fixtures not found at {} (the brief must be checked out beside the repo)",
-        dir.display()
-    );
-    dir.join(name)
-}
+mod common;
 
 fn options(addr: std::net::SocketAddr) -> AmiClientOptions {
     AmiClientOptions {
@@ -45,24 +33,12 @@ fn options(addr: std::net::SocketAddr) -> AmiClientOptions {
     }
 }
 
-/// Polls until `f` holds or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
-}
-
 /// Waits until the journal holds every message the server wrote (plus `extra` gap entries)
 /// and the count stays the same for a few polls.
 async fn settled(server: &AmiServer, ingest: &Ingest, extra: usize) -> bool {
     let mut stable = 0;
     let mut last = usize::MAX;
-    eventually(Duration::from_secs(10), || {
+    common::eventually(Duration::from_secs(10), || {
         let sent = server.sent_log().len();
         let journaled = ingest
             .stats()
@@ -81,17 +57,7 @@ async fn settled(server: &AmiServer, ingest: &Ingest, extra: usize) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_refused_reconnect_resync_gap_and_nothing_lost_or_duplicated() {
-    let server = AmiServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AmiServerConfig {
-            username: "bridge".into(),
-            secret: "s3cret".into(),
-            require_md5: true,
-            banner: "Asterisk Call Manager/11.0.0".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let server = common::ami_server("s3cret", true).await;
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(
         dir.path(),
@@ -111,7 +77,7 @@ async fn cut_refused_reconnect_resync_gap_and_nothing_lost_or_duplicated() {
     );
     assert!(handle.wait_up(Duration::from_secs(5)).await, "first login");
 
-    let scenario = load_capture_file(&fixture("answered_caller_hangup.ami")).unwrap();
+    let scenario = load_capture_file(&common::fixture("answered_caller_hangup.ami")).unwrap();
     let msgs = scenario.instantiate(0);
     assert!(msgs.len() > 40, "fixture too small: {}", msgs.len());
     // The call is up (channels live) in the middle of the fixture.
@@ -245,17 +211,7 @@ async fn cut_refused_reconnect_resync_gap_and_nothing_lost_or_duplicated() {
 
 #[tokio::test]
 async fn wrong_secret_is_refused_and_retried_without_journaling_a_gap() {
-    let server = AmiServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AmiServerConfig {
-            username: "bridge".into(),
-            secret: "right".into(),
-            require_md5: true,
-            banner: "Asterisk Call Manager/11.0.0".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let server = common::ami_server("right", true).await;
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
     let (ingest, _rx) = Ingest::new(journal.clone(), 1000);
@@ -285,17 +241,7 @@ async fn wrong_secret_is_refused_and_retried_without_journaling_a_gap() {
 
 #[tokio::test]
 async fn actions_get_their_responses_and_event_lists() {
-    let server = AmiServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AmiServerConfig {
-            username: "bridge".into(),
-            secret: "s3cret".into(),
-            require_md5: false,
-            banner: "Asterisk Call Manager/11.0.0".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let server = common::ami_server("s3cret", false).await;
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
     let (ingest, _rx) = Ingest::new(journal, 1000);
@@ -351,17 +297,7 @@ async fn actions_get_their_responses_and_event_lists() {
 /// reconnected, and the silent period is journaled as a gap.
 #[tokio::test]
 async fn missing_pong_ends_the_session_and_journals_a_gap() {
-    let server = AmiServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AmiServerConfig {
-            username: "bridge".into(),
-            secret: "s3cret".into(),
-            require_md5: true,
-            banner: "Asterisk Call Manager/11.0.0".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let server = common::ami_server("s3cret", true).await;
     // Swallow Ping on the first session only: answer nothing.
     let swallowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {

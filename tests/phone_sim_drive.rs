@@ -10,6 +10,8 @@ use ctibridge::service::Service;
 use ctibridge::sim::phone::{PhoneSim, PhoneSimConfig, SimAuth, SimCallState};
 use std::time::Duration;
 
+mod common;
+
 struct Rig {
     service: Service,
     phone: PhoneSim,
@@ -57,16 +59,6 @@ scopes = ["read"]
         phone,
         _dir: dir,
     }
-}
-
-async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
 }
 
 /// Dials, DND on/off and a key sequence; returns the request targets the phone recorded.
@@ -129,7 +121,7 @@ async fn yealink_gets_exactly_the_seed_requests_and_calls_back() {
     // The phone's callbacks (outgoing_call, call_established, dnd_on, dnd_off) reached the
     // bridge: the registry knows the call and the DND state from the phone itself.
     assert!(
-        eventually(|| matches!(
+        common::eventually(Duration::from_secs(2), || matches!(
             rig.service.phones.get("101").unwrap().state.call,
             Some(PhoneCall::Talking { .. })
         ))
@@ -137,7 +129,17 @@ async fn yealink_gets_exactly_the_seed_requests_and_calls_back() {
         "registry: {:?}",
         rig.service.phones.get("101").unwrap().state
     );
-    assert!(eventually(|| rig.service.phones.get("101").unwrap().state.dnd == Some(false)).await);
+    assert!(
+        common::eventually(Duration::from_secs(2), || rig
+            .service
+            .phones
+            .get("101")
+            .unwrap()
+            .state
+            .dnd
+            == Some(false))
+        .await
+    );
     let learned = rig.service.phones.get("101").unwrap();
     assert_eq!(
         learned.mac.as_deref(),

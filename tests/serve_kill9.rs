@@ -4,25 +4,13 @@
 
 use ctibridge::ami::AmiMessage;
 use ctibridge::journal::{Input, JournalReader};
-use ctibridge::sim::ami_server::{AmiServer, AmiServerConfig};
 use ctibridge::sim::fixtures::load_capture_file;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn fixture(name: &str) -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/brief/fixtures"
-    ));
-    assert!(
-        dir.is_dir(),
-        "recorded AMI fixtures not found at {}",
-        dir.display()
-    );
-    dir.join(name)
-}
+mod common;
 
 fn spawn_serve(workdir: &Path, ami: std::net::SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ctibridge"))
@@ -65,33 +53,12 @@ fn read_ami(dir: &Path) -> (Vec<AmiMessage>, Vec<String>) {
     (msgs, reader.warnings().to_vec())
 }
 
-async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_loses_nothing_that_reached_the_file() {
-    let server = AmiServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        AmiServerConfig {
-            username: "bridge".into(),
-            secret: "s3cret".into(),
-            require_md5: true,
-            banner: "Asterisk Call Manager/11.0.0".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let server = common::ami_server("s3cret", true).await;
     let work = tempfile::tempdir().unwrap();
     let journal_dir = work.path().join("journal");
-    let scenario = load_capture_file(&fixture("blind_transfer.ami")).unwrap();
+    let scenario = load_capture_file(&common::fixture("blind_transfer.ami")).unwrap();
 
     // Run 1: stream a call, kill -9 in the middle.
     let mut serve = spawn_serve(work.path(), server.local_addr());
@@ -102,7 +69,7 @@ async fn kill_9_then_restart_loses_nothing_that_reached_the_file() {
         tokio::spawn(async move { server.play(&msgs, 8.0).await })
     };
     assert!(
-        wait_until(Duration::from_secs(20), || lines_on_disk(&journal_dir)
+        common::eventually(Duration::from_secs(20), || lines_on_disk(&journal_dir)
             >= 60)
         .await,
         "journal did not fill"
@@ -174,7 +141,7 @@ async fn kill_9_then_restart_loses_nothing_that_reached_the_file() {
     let mut stable = 0;
     let mut last = 0;
     assert!(
-        wait_until(Duration::from_secs(20), || {
+        common::eventually(Duration::from_secs(20), || {
             let expected = run1.len() + session2().len();
             let on_disk = read_ami(&journal_dir).0.len();
             stable = if on_disk == expected && expected == last {

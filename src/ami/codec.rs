@@ -425,6 +425,7 @@ pub fn parse_message(raw: &[u8], max_message_bytes: usize) -> Result<AmiMessage,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ami::testing::arb_message;
     use proptest::prelude::*;
 
     fn decode_all(codec: &mut AmiCodec, input: &[u8]) -> Vec<AmiFrame> {
@@ -632,24 +633,6 @@ mod tests {
     fn parse_message_tolerates_missing_terminator() {
         let m = parse_message(b"Event: A\r\nB: c", 4096).unwrap();
         assert_eq!(m.to_pairs(), pairs(&[("Event", "A"), ("B", "c")]));
-    }
-
-    fn arb_message() -> impl Strategy<Value = AmiMessage> {
-        let key = "[A-Za-z][A-Za-z0-9_()/:-]{0,15}"
-            .prop_filter("no ': ' in keys", |k: &String| !k.contains(": "));
-        let value = "[ -~\u{a0}-\u{3ff}]{0,40}";
-        prop::collection::vec((key, value), 1..12)
-            .prop_filter("not a legacy Follows reply", |fields| {
-                !(fields[0].0.eq_ignore_ascii_case("Response")
-                    && fields[0].1.eq_ignore_ascii_case("Follows"))
-            })
-            .prop_map(|fields| {
-                fields
-                    .into_iter()
-                    .fold(AmiMessage::builder(), |b, (k, v)| b.field(k, v))
-                    .build()
-                    .unwrap()
-            })
     }
 
     proptest! {

@@ -3,6 +3,8 @@
 
 pub mod codec;
 pub mod message;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use codec::{parse_message, AmiCodec, AmiDecodeError, AmiFrame, DEFAULT_MAX_MESSAGE_BYTES};
 pub use message::{AmiMessage, AmiMessageBuilder, FieldError, MessageKind};

@@ -10,6 +10,7 @@
 //!   bytes the lenient reader kept (see [`super::lenient`]), or the URI as is. A POST body
 //!   (form variables) is appended to the target as its query.
 
+use super::auth::constant_time_eq;
 use super::lenient::RAW_TARGET_HEADER;
 use super::AppState;
 use crate::journal::{truncate_to_micros, Input, JournalEntry};
@@ -154,8 +155,4 @@ fn receive(
     let extension = state.phones.apply_callback(peer.ip(), &callback, t);
     tracing::debug!(%peer, event = callback.event.as_str(), %extension, "phone callback");
     (StatusCode::OK, "OK\n")
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -117,41 +117,17 @@ pub(crate) fn list_segments(dir: &Path) -> Result<SegmentList, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ami::AmiMessage;
+    use crate::ami::testing::arb_message;
     use chrono::{DateTime, Utc};
     use proptest::prelude::*;
     use std::time::Duration;
-
-    /// Keys as AMI uses them; values printable, with non-ASCII, quotes, backslashes, colons
-    /// and spaces in any place (no CR/LF: the builder refuses those, as does the wire).
-    fn ami_message() -> impl Strategy<Value = AmiMessage> {
-        let field = (
-            "[A-Za-z][A-Za-z0-9-]{0,10}",
-            "[ -~\u{a0}-\u{24f}\u{4e00}-\u{4e2f}\u{1f4de}\\\"]{0,40}",
-        );
-        prop::collection::vec(field, 1..8)
-            .prop_filter(
-                "a first field `Response: Follows` starts a legacy command reply (different framing)",
-                |fields| {
-                    !(fields[0].0.eq_ignore_ascii_case("Response")
-                        && fields[0].1.eq_ignore_ascii_case("Follows"))
-                },
-            )
-            .prop_map(|fields| {
-                fields
-                    .into_iter()
-                    .fold(AmiMessage::builder(), |b, (k, v)| b.field(k, v))
-                    .build()
-                    .unwrap()
-            })
-    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         #[test]
         fn ami_messages_round_trip_through_the_journal(
-            msgs in prop::collection::vec(ami_message(), 1..20),
+            msgs in prop::collection::vec(arb_message(), 1..20),
             micros in 0i64..4_102_444_800_000_000,
             segment_max_bytes in prop_oneof![Just(1u64), 200u64..2_000, Just(1u64 << 26)],
         ) {

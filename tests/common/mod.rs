@@ -1,0 +1,53 @@
+//! Helpers shared by the scenario tests (each test file includes this with `mod common;`).
+#![allow(dead_code)]
+
+use ctibridge::sim::ami_server::{AmiServer, AmiServerConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The brief's recorded AMI traffic, checked out beside the repository. Tests fail (not skip)
+/// when it is missing, saying where they looked.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/brief/fixtures"
+    ));
+    assert!(
+        dir.is_dir(),
+        "recorded AMI fixtures not found at {} (the brief must be checked out beside the repo)",
+        dir.display()
+    );
+    dir
+}
+
+/// One fixture file by name.
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; returns its last answer.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// A simulated Asterisk on a free loopback port, AMI user `bridge`.
+pub async fn ami_server(secret: &str, require_md5: bool) -> AmiServer {
+    AmiServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        AmiServerConfig {
+            username: "bridge".into(),
+            secret: secret.into(),
+            require_md5,
+            banner: "Asterisk Call Manager/11.0.0".into(),
+        },
+    )
+    .await
+    .expect("simulated AMI server starts")
+}
