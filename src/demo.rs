@@ -4,11 +4,18 @@
 //! an MD5 login and plays the calls recorded from a real Asterisk 22 (embedded from
 //! `assets/demo/`) in a loop, each replay with fresh Uniqueids so it looks like a new call.
 //! The bridge connects to it exactly as it would to a production PBX.
+//!
+//! Three simulated desk phones (Yealink 101, Fanvil 102, Snom 103: real HTTP servers) are
+//! configured as the bridge's phones. Every few seconds the demo toggles DND on one of them
+//! through the real Active URI client; the phone answers like the real one and calls back, so
+//! `GET /api/v1/phones` (token `demo-token`) shows the state the phones reported.
 
-use crate::config::{self, Settings};
+use crate::config::{self, PhoneVendor, Settings};
+use crate::phone::client::{ActiveUriClient, PhoneCommand};
 use crate::service::{shutdown_signal, Service};
 use crate::sim::ami_server::{AmiServer, AmiServerConfig};
 use crate::sim::fixtures::embedded_scenarios;
+use crate::sim::phone::{PhoneSim, PhoneSimConfig};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +25,13 @@ pub const DEFAULT_LOG_FILTER: &str = "info,ctibridge::calls=debug";
 
 const DEMO_USER: &str = "bridge";
 const DEMO_SECRET: &str = "bridge-secret";
+/// Bearer token the demo's API accepts (read, dial, admin).
+pub const DEMO_TOKEN: &str = "demo-token";
+const DEMO_PHONES: [(PhoneVendor, &str); 3] = [
+    (PhoneVendor::Yealink, "101"),
+    (PhoneVendor::Fanvil, "102"),
+    (PhoneVendor::Snom, "103"),
+];
 
 /// Options of `ctibridge demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,19 +60,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the simulated Asterisk")?;
-    let settings = demo_settings(&args, server.local_addr())?;
+    let mut phones = Vec::new();
+    for (vendor, ext) in DEMO_PHONES {
+        let phone = PhoneSim::start(
+            "127.0.0.1:0".parse()?,
+            PhoneSimConfig::for_vendor(vendor, ext),
+        )
+        .await
+        .with_context(|| format!("starting simulated phone {ext}"))?;
+        phones.push(phone);
+    }
+    let settings = demo_settings(&args, server.local_addr(), &phones)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
 
     let service = Service::start(&settings).await?;
+    for phone in &phones {
+        phone.set_callback_base(Some(format!("http://{}/action-url", service.http_addr)));
+    }
     println!(
         "ctibridge demo: simulated Asterisk AMI on {}, journal in {}",
         server.local_addr(),
         settings.journal.dir.display()
     );
+    println!(
+        "phones: curl -H 'Authorization: Bearer {DEMO_TOKEN}' http://{}/api/v1/phones",
+        service.http_addr
+    );
     println!("call events are logged below; Ctrl-C stops the demo");
 
     let player = tokio::spawn(play_forever(server.clone(), args.speed, args.calls));
+    let toggler = tokio::spawn(toggle_dnd(service.active_uri.clone(), args.speed));
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = player => {
@@ -66,13 +98,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    toggler.abort();
     server.shutdown();
+    for phone in &phones {
+        phone.shutdown();
+    }
     service.stop().await
 }
 
-/// The demo's settings: built-in defaults pointed at the simulator and the data directory.
-fn demo_settings(args: &DemoArgs, ami: std::net::SocketAddr) -> anyhow::Result<Settings> {
-    let env = vec![
+/// The demo's settings: built-in defaults pointed at the simulators and the data directory.
+fn demo_settings(
+    args: &DemoArgs,
+    ami: std::net::SocketAddr,
+    phones: &[PhoneSim],
+) -> anyhow::Result<Settings> {
+    let mut env = vec![
+        (
+            "CTIBRIDGE__API__TOKENS__0__TOKEN".to_string(),
+            DEMO_TOKEN.to_string(),
+        ),
+        (
+            "CTIBRIDGE__API__TOKENS__0__SCOPES".to_string(),
+            r#"["read","dial","admin"]"#.to_string(),
+        ),
         ("CTIBRIDGE__PBX__0__HOST".to_string(), ami.ip().to_string()),
         (
             "CTIBRIDGE__PBX__0__PORT".to_string(),
@@ -85,7 +133,48 @@ fn demo_settings(args: &DemoArgs, ami: std::net::SocketAddr) -> anyhow::Result<S
             args.data_dir.join("journal").display().to_string(),
         ),
     ];
+    for (i, phone) in phones.iter().enumerate() {
+        let cfg = phone.config();
+        let vendor = serde_json::to_value(cfg.vendor)?
+            .as_str()
+            .unwrap_or("yealink")
+            .to_string();
+        for (key, value) in [
+            ("EXTENSION", cfg.extension.clone()),
+            ("ADDRESS", phone.local_addr().to_string()),
+            ("VENDOR", vendor),
+            ("USERNAME", cfg.username.clone()),
+            ("PASSWORD", cfg.password.clone()),
+            ("MAC", cfg.mac.clone()),
+        ] {
+            env.push((format!("CTIBRIDGE__PHONES__{i}__{key}"), value));
+        }
+    }
     config::load_from_str("", &env).map_err(|e| anyhow::anyhow!("demo settings: {e}"))
+}
+
+/// Every few seconds, switches DND on or off on one of the demo phones through Active URI.
+async fn toggle_dnd(client: ActiveUriClient, speed: f64) {
+    let mut on = true;
+    loop {
+        for (_, ext) in DEMO_PHONES {
+            tokio::time::sleep(Duration::from_secs_f64(7.0 / speed.max(0.01))).await;
+            let command = if on {
+                PhoneCommand::DndOn
+            } else {
+                PhoneCommand::DndOff
+            };
+            match client.execute(ext, command).await {
+                Ok(_) => tracing::info!(
+                    phone = ext,
+                    dnd = on,
+                    "demo: DND switched through Active URI"
+                ),
+                Err(e) => tracing::warn!(phone = ext, error = %e, "demo: DND command failed"),
+            }
+        }
+        on = !on;
+    }
 }
 
 /// Plays the embedded scenarios in turn with fresh ids, until `limit` calls (if any).

@@ -1,0 +1,172 @@
+//! The state kept per channel (one leg of a call), and what a channel name tells us.
+//!
+//! Only the handful of fields the record needs are kept, as boxed strings, never the AMI
+//! message itself: a live call costs a few hundred bytes per leg.
+
+use crate::record::PhoneView;
+use chrono::{DateTime, Utc};
+
+/// Channel state numbers (`ChannelState`) the correlator cares about.
+pub(super) const STATE_UP: u8 = 6;
+
+/// Where a leg sits: conversation key and index in its `legs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct LegRef {
+    pub conv: u64,
+    pub idx: u32,
+}
+
+/// One channel of a conversation.
+#[derive(Clone, Debug)]
+pub(super) struct Leg {
+    pub uniqueid: Box<str>,
+    /// Name as first seen (`PJSIP/101-00000000`).
+    pub channel: Box<str>,
+    /// The channel's current `Linkedid` (it changes after an attended transfer).
+    pub linkedid: Box<str>,
+    /// `PJSIP/101-00000000` → `101`; `None` for Local channels and unparsable names.
+    pub endpoint: Option<Box<str>>,
+    /// A `Local/…;1` or `;2` half: followed through, never a party.
+    pub local: bool,
+    /// Caller ID as first seen (Newchannel or the first event that created the leg).
+    pub first_caller_num: Option<Box<str>>,
+    pub first_caller_name: Option<Box<str>>,
+    /// Caller ID as of the first `DialBegin` this leg made (the originating party as dialled).
+    pub dial_caller_num: Option<Box<str>>,
+    pub dial_caller_name: Option<Box<str>>,
+    pub has_dialled: bool,
+    /// Current caller / connected line.
+    pub caller_num: Option<Box<str>>,
+    pub caller_name: Option<Box<str>>,
+    pub connected_num: Option<Box<str>>,
+    pub connected_name: Option<Box<str>>,
+    /// Context as first seen: the endpoint's own context for a dialled PJSIP channel.
+    pub context: Option<Box<str>>,
+    /// First `Exten` that is not `s`: what the originating channel dialled.
+    pub exten: Option<Box<str>>,
+    pub sip_call_id: Option<Box<str>>,
+    pub state: u8,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub hangup_cause: Option<u16>,
+    pub hangup_text: Option<Box<str>>,
+    pub dial_status: Option<Box<str>>,
+    /// The destination of a `DialBegin` that had a calling channel.
+    pub dialled: bool,
+    /// The destination of an Originate (`DialBegin` without a calling channel, or the
+    /// `Uniqueid` of an `OriginateResponse`).
+    pub originated: bool,
+    /// Created from an event other than `Newchannel` (we joined mid-call).
+    pub joined_late: bool,
+    /// Closed by a resync after an AMI gap (no Hangup was seen).
+    pub closed_by_resync: bool,
+    pub hold_since: Option<DateTime<Utc>>,
+    pub hold_ms: i64,
+    pub phone: Option<Box<PhoneView>>,
+}
+
+impl Leg {
+    pub fn new(uniqueid: &str, channel: &str, linkedid: &str, started_at: DateTime<Utc>) -> Leg {
+        Leg {
+            uniqueid: uniqueid.into(),
+            channel: channel.into(),
+            linkedid: linkedid.into(),
+            endpoint: endpoint_of(channel).map(Into::into),
+            local: is_local(channel),
+            first_caller_num: None,
+            first_caller_name: None,
+            dial_caller_num: None,
+            dial_caller_name: None,
+            has_dialled: false,
+            caller_num: None,
+            caller_name: None,
+            connected_num: None,
+            connected_name: None,
+            context: None,
+            exten: None,
+            sip_call_id: None,
+            state: 0,
+            started_at,
+            answered_at: None,
+            ended_at: None,
+            hangup_cause: None,
+            hangup_text: None,
+            dial_status: None,
+            dialled: false,
+            originated: false,
+            joined_late: false,
+            closed_by_resync: false,
+            hold_since: None,
+            hold_ms: 0,
+            phone: None,
+        }
+    }
+
+    /// Closes an open hold period at `t`.
+    pub fn close_hold(&mut self, t: DateTime<Utc>) {
+        if let Some(since) = self.hold_since.take() {
+            self.hold_ms += (t - since).num_milliseconds().max(0);
+        }
+    }
+
+    /// Hold time so far, counting an open hold until `now`.
+    pub fn hold_ms_until(&self, now: DateTime<Utc>) -> i64 {
+        self.hold_ms
+            + self
+                .hold_since
+                .map(|s| (now - s).num_milliseconds().max(0))
+                .unwrap_or(0)
+    }
+}
+
+/// `Local/…` channels (either half).
+pub(super) fn is_local(channel: &str) -> bool {
+    channel
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("Local/"))
+}
+
+/// The endpoint of a channel name: the part after `TECH/`, without the `-%08x` sequence
+/// suffix Asterisk appends (`PJSIP/101-0000000a` → `101`, `SIP/trunk-a-00000001` →
+/// `trunk-a`, `PJSIP/101` → `101`). `None` for Local channels and names without a `/`.
+pub(super) fn endpoint_of(channel: &str) -> Option<&str> {
+    if is_local(channel) {
+        return None;
+    }
+    let (_, rest) = channel.split_once('/')?;
+    let rest = match rest.rsplit_once('-') {
+        Some((ep, seq)) if !ep.is_empty() && !seq.is_empty() && is_hex(seq) => ep,
+        _ => rest,
+    };
+    (!rest.is_empty()).then_some(rest)
+}
+
+fn is_hex(s: &str) -> bool {
+    (8..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A caller-ID value that carries information (`<unknown>` and empty do not).
+pub(super) fn meaningful(v: &str) -> bool {
+    !v.is_empty() && !v.eq_ignore_ascii_case("<unknown>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_from_channel_names() {
+        assert_eq!(endpoint_of("PJSIP/101-0000000a"), Some("101"));
+        assert_eq!(endpoint_of("PJSIP/provider-0000000f"), Some("provider"));
+        assert_eq!(endpoint_of("SIP/150010001-0000002c"), Some("150010001"));
+        assert_eq!(endpoint_of("PJSIP/101"), Some("101"));
+        assert_eq!(endpoint_of("PJSIP/my-trunk"), Some("my-trunk"));
+        assert_eq!(endpoint_of("PJSIP/my-cafe"), Some("my-cafe"));
+        assert_eq!(endpoint_of("Local/600@internal-00000019;1"), None);
+        assert_eq!(endpoint_of("garbage"), None);
+        assert_eq!(endpoint_of("PJSIP/"), None);
+        assert!(is_local("local/x@y-1;2"));
+        assert!(!is_local("Loc"));
+    }
+}
