@@ -44,6 +44,8 @@ pub struct Settings {
     pub journal: JournalSettings,
     /// The queue between sources and consumers.
     pub ingest: IngestSettings,
+    /// Call correlation.
+    pub correlation: CorrelationSettings,
     /// Asterisk servers to follow over AMI; one local Asterisk when the file has no `[[pbx]]`.
     pub pbx: Vec<PbxSettings>,
     /// Desk phones whose Action URL events are joined with the PBX's view.
@@ -64,6 +66,7 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             journal: JournalSettings::default(),
             ingest: IngestSettings::default(),
+            correlation: CorrelationSettings::default(),
             pbx: vec![PbxSettings::default()],
             phones: Vec::new(),
             api: ApiSettings::default(),
@@ -162,7 +165,8 @@ impl Default for JournalSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
-    /// Inputs that may wait between sources and consumers before sources are slowed down.
+    /// Inputs that may wait for the live consumer. Sources never wait: beyond this, inputs stay
+    /// in the journal only and the consumer is told about the gap (see `src/ingest.rs`).
     pub queue_capacity: usize,
 }
 
@@ -170,6 +174,27 @@ impl Default for IngestSettings {
     fn default() -> Self {
         Self {
             queue_capacity: 65536,
+        }
+    }
+}
+
+/// `[correlation]`: how AMI events and phone callbacks become call records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrelationSettings {
+    /// How long a call stays open after its last hangup, for late phone callbacks.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// How far apart in time a phone callback and the AMI events of its call may be.
+    #[serde(with = "humantime_serde")]
+    pub phone_match_window: Duration,
+}
+
+impl Default for CorrelationSettings {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(3),
+            phone_match_window: Duration::from_secs(10),
         }
     }
 }
@@ -212,6 +237,9 @@ pub struct PbxSettings {
     pub reconnect_max: Duration,
     /// Largest AMI message accepted, in bytes; guards memory against a broken peer.
     pub max_message_bytes: usize,
+    /// PJSIP endpoints that are trunks (carrier connections). Endpoints that are not listed in
+    /// `[[phones]]` count as trunks too when phones are configured.
+    pub trunks: Vec<String>,
 }
 
 impl Default for PbxSettings {
@@ -231,6 +259,7 @@ impl Default for PbxSettings {
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
             max_message_bytes: 1024 * 1024,
+            trunks: Vec::new(),
         }
     }
 }
