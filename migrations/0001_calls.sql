@@ -61,6 +61,7 @@ CREATE TABLE call_legs (
     hangup_cause      INTEGER,
     hangup_cause_text TEXT,
     dial_status       TEXT,
+    missed            INTEGER NOT NULL,  -- 0 | 1: this leg's phone missed the call
     phone_mac         TEXT,
     phone_ip          TEXT,
     phone_model       TEXT,

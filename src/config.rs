@@ -126,7 +126,7 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
-    /// Database URL: `sqlite://<file>` or `postgres://user:pass@host/db`.
+    /// Database URL: `sqlite://<file>` (or `sqlite::memory:` for trials); PostgreSQL is planned.
     pub url: String,
 }
 
@@ -1017,22 +1017,31 @@ impl Settings {
         }
 
         let url = &self.storage.url;
-        let path = ["sqlite://", "postgres://", "postgresql://"]
-            .iter()
-            .find_map(|scheme| url.strip_prefix(scheme));
-        match path {
-            None => problems.add(
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // The schema is written to be portable, but the PostgreSQL store is not built yet.
+            problems.add(
                 "storage.url",
                 format!(
-                    "{url:?} is not supported; expected a URL starting with sqlite://, \
-                     postgres:// or postgresql://"
+                    "{url:?}: PostgreSQL storage is not available in this version; \
+                     use sqlite://PATH"
                 ),
-            ),
-            Some("") => problems.add(
-                "storage.url",
-                format!("{url:?} names no database, e.g. \"sqlite://ctibridge.db\""),
-            ),
-            Some(_) => {}
+            );
+        } else if url == "sqlite::memory:" {
+            // An in-memory store (records are lost at exit): for tests and trials.
+        } else {
+            match url.strip_prefix("sqlite://") {
+                None => problems.add(
+                    "storage.url",
+                    format!(
+                        "{url:?} is not supported; expected sqlite://PATH (or sqlite::memory:)"
+                    ),
+                ),
+                Some("") => problems.add(
+                    "storage.url",
+                    format!("{url:?} names no database, e.g. \"sqlite://ctibridge.db\""),
+                ),
+                Some(_) => {}
+            }
         }
 
         if self.journal.dir.as_os_str().is_empty() {
@@ -1341,7 +1350,7 @@ mod tests {
         [http]
         listen = "0.0.0.0:9090"
         [storage]
-        url = "postgres://cti:pw@db.example.net/cti"
+        url = "sqlite:///var/lib/ctibridge/calls.db"
         [journal]
         dir = "/var/lib/ctibridge/journal"
         fsync_interval = "100ms"

@@ -129,6 +129,10 @@ fn demo_settings(
         ("CTIBRIDGE__PBX__0__USERNAME".to_string(), DEMO_USER.into()),
         ("CTIBRIDGE__PBX__0__SECRET".to_string(), DEMO_SECRET.into()),
         (
+            "CTIBRIDGE__STORAGE__URL".to_string(),
+            format!("sqlite://{}", args.data_dir.join("ctibridge.db").display()),
+        ),
+        (
             "CTIBRIDGE__JOURNAL__DIR".to_string(),
             args.data_dir.join("journal").display().to_string(),
         ),

@@ -11,12 +11,15 @@
 
 pub mod ami;
 pub mod config;
+pub mod correlator;
 pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod journal;
 pub mod phone;
 pub mod record;
+pub mod replay;
 pub mod service;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

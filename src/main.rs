@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run a journal (file or directory) through the correlator offline; print the completed
+    /// call records as JSON lines, in the order they completed.
+    Replay {
+        journal: PathBuf,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// AMI tools.
     #[command(subcommand)]
     Ami(AmiCommand),
@@ -133,11 +140,27 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // `ctibridge replay … | head`: the reader left; that is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(|io| io.kind())
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(|j| j.io_error_kind())
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn log_filter(verbose: u8, configured: &str) -> String {
@@ -177,6 +200,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => Ok(check_config(config.as_deref())),
+        Command::Replay { journal, config } => {
+            telemetry::init(
+                cli.log_format.unwrap_or(LogOutput::Text),
+                &log_filter(cli.verbose, "warn"),
+            );
+            let settings = config::load(config.as_deref())?.settings;
+            let stdout = std::io::stdout();
+            let out = std::io::BufWriter::new(stdout.lock());
+            let summary = ctibridge::replay::replay(&journal, &settings, out)?;
+            eprintln!(
+                "replay: {} journal entries, {} completed records, {} calls still live at the end, {} orphan phone callbacks, {} skipped lines",
+                summary.entries,
+                summary.records,
+                summary.live,
+                summary.orphan_callbacks,
+                summary.warnings.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ami(AmiCommand::Decode {
             input,
             max_message_bytes,

@@ -69,6 +69,11 @@ pub struct Leg {
     pub hangup_cause_text: Option<String>,
     /// `DialStatus` of the `DialEnd` that ended dialling this leg, if it was dialled.
     pub dial_status: Option<String>,
+    /// A missed call *for this leg's phone*: the leg was dialled and rang out unanswered while
+    /// nobody else answered the call (a ring-group member whose leg ended with cause 26
+    /// "Answered elsewhere" did not miss it).
+    #[serde(default)]
+    pub missed: bool,
 }
 
 /// A transfer inside the conversation.

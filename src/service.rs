@@ -1,22 +1,34 @@
-//! `ctibridge serve`: sources → [`Ingest`] (journal, then forward) → consumer.
+//! `ctibridge serve`: sources → [`Ingest`] (journal, then forward) → correlator → store.
 //!
-//! Sources: one AMI client per `[[pbx]]`, and the HTTP server's Action URL receiver. Today
-//! the consumer logs a one-line summary of every call event at debug level; the correlator
-//! takes its place in the next stage of the project. The wiring stays the same: one task
-//! owns the consumer and reads inputs in journal order.
+//! Sources: one AMI client per `[[pbx]]`, and the HTTP server's Action URL receiver. One
+//! task owns the [`Correlator`] and reads inputs in journal order; completed call records
+//! go to the [`Store`].
+//!
+//! On start, before any source runs, the journal written so far is replayed through the
+//! correlator: records completed in it are upserted (idempotent by id, so nothing is
+//! duplicated), and calls still live at its end stay live in the correlator. Each AMI client
+//! then journals a gap from the last time the journal saw its PBX, so the first resync
+//! closes the calls that ended while the bridge was down. Nothing is lost across a restart.
 
 use crate::ami::{AmiClient, AmiClientOptions, AmiHandle, AmiMessage};
 use crate::config::Settings;
+use crate::correlator::{Correlator, OrphanCallback, Output};
 use crate::http::action_url::{CallbackPolicy, CallbackStats};
 use crate::http::auth::TokenSet;
 use crate::http::AppState;
 use crate::ingest::Ingest;
-use crate::journal::{Input, Journal, JournalEntry, JournalOptions};
+use crate::journal::{
+    truncate_to_micros, Input, Journal, JournalEntry, JournalOptions, JournalReader,
+};
 use crate::phone::client::ActiveUriClient;
 use crate::phone::registry::PhoneRegistry;
+use crate::store::Store;
 use anyhow::Context;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,14 +43,27 @@ pub struct Service {
     /// Where the HTTP server listens (the bound port when `http.listen` had port 0).
     pub http_addr: SocketAddr,
     pub callback_stats: Arc<CallbackStats>,
+    /// Where merged call records are kept.
+    pub store: Store,
+    /// Phone callbacks that matched no call, as the correlator last reported them.
+    pub orphans: Arc<Mutex<Vec<OrphanCallback>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     consumer: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
 impl Service {
-    /// Opens the journal, binds the HTTP listener, starts one AMI client per `[[pbx]]`.
+    /// Rebuilds state from the journal, opens it for writing, binds the HTTP listener and
+    /// starts one AMI client per `[[pbx]]`.
     pub async fn start(settings: &Settings) -> anyhow::Result<Service> {
+        let store = Store::open(&settings.storage.url).await.with_context(|| {
+            format!(
+                "cannot open the store {} (storage.url)",
+                settings.storage.url
+            )
+        })?;
+        let mut correlator = Correlator::new(crate::replay::correlator_config(settings));
+        let last_seen = rebuild(&mut correlator, &settings.journal.dir, &store).await?;
         let opts = JournalOptions {
             fsync_interval: settings.journal.fsync_interval,
             segment_max_bytes: settings.journal.segment_max_bytes,
@@ -54,7 +79,8 @@ impl Service {
         let mut ami = Vec::new();
         let mut tasks = Vec::new();
         for pbx in &settings.pbx {
-            let opts = AmiClientOptions::from_settings(pbx);
+            let mut opts = AmiClientOptions::from_settings(pbx);
+            opts.unseen_since = last_seen.get(&pbx.name).copied();
             tracing::info!(pbx = %opts.pbx, address = %opts.address, auth = ?opts.auth, "starting AMI client");
             let (handle, task) = AmiClient::spawn(opts, ingest.clone(), shutdown.child_token());
             ami.push(handle);
@@ -72,6 +98,7 @@ impl Service {
             active_uri = active_uri.with_notify(ami.clone());
         }
         let callback_stats = Arc::new(CallbackStats::default());
+        let orphans = Arc::new(Mutex::new(correlator.orphans().to_vec()));
         let listener = crate::http::bind(settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;
@@ -85,6 +112,8 @@ impl Service {
                 path_secret: settings.action_url.path_secret.clone(),
             }),
             callback_stats: callback_stats.clone(),
+            store: store.clone(),
+            orphans: orphans.clone(),
         });
         tasks.push(tokio::spawn(crate::http::serve(
             listener,
@@ -92,7 +121,7 @@ impl Service {
             shutdown.child_token(),
         )));
         tracing::info!(%http_addr, "HTTP listening: Action URL at /action-url/{{event}}, API at /api/v1");
-        let consumer = tokio::spawn(consume(rx));
+        let consumer = tokio::spawn(consume(rx, correlator, store.clone(), orphans.clone()));
         Ok(Service {
             ami,
             journal,
@@ -101,6 +130,8 @@ impl Service {
             active_uri,
             http_addr,
             callback_stats,
+            store,
+            orphans,
             tasks,
             consumer,
             shutdown,
@@ -118,6 +149,7 @@ impl Service {
         let _ = self.consumer.await;
         self.journal.sync().await.context("final journal sync")?;
         self.journal.close().context("closing the journal")?;
+        self.store.close().await;
         tracing::info!("journal flushed; bye");
         Ok(())
     }
@@ -154,25 +186,110 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The consumer of this stage: a debug line per call event, a warning per gap.
-async fn consume(mut rx: mpsc::Receiver<JournalEntry>) {
-    while let Some(entry) = rx.recv().await {
-        match &entry.input {
-            Input::Ami { pbx, msg } => {
-                if let Some(line) = call_event_summary(msg) {
-                    tracing::debug!(target: "ctibridge::calls", %pbx, "{line}");
-                }
-            }
-            Input::Gap {
-                pbx,
-                from,
-                to,
-                reason,
-            } => {
-                tracing::warn!(target: "ctibridge::calls", %pbx, %from, %to, %reason, "gap: events in this period were not seen");
-            }
-            Input::Phone { .. } => {}
+/// Replays the journal written so far (before this run appends to it) into `correlator`,
+/// upserting the records that completed in it. Returns, per PBX, the time of the last AMI
+/// input seen: where this run's first gap starts.
+async fn rebuild(
+    correlator: &mut Correlator,
+    dir: &std::path::Path,
+    store: &Store,
+) -> anyhow::Result<BTreeMap<String, DateTime<Utc>>> {
+    let mut last_seen = BTreeMap::new();
+    if !dir.exists() {
+        return Ok(last_seen);
+    }
+    let started = std::time::Instant::now();
+    let mut reader = JournalReader::open(dir)?;
+    let mut completed = Vec::new();
+    let mut entries = 0u64;
+    for record in reader.by_ref() {
+        let entry = record?.entry;
+        entries += 1;
+        if let Input::Ami { pbx, .. } = &entry.input {
+            last_seen.insert(pbx.to_string(), entry.t);
         }
+        collect_completed(correlator.handle(&entry), &mut completed);
+        if completed.len() >= 500 {
+            store.upsert_many(&completed, None).await?;
+            completed.clear();
+        }
+    }
+    store.upsert_many(&completed, None).await?;
+    for w in reader.warnings() {
+        tracing::warn!("journal: {w}");
+    }
+    tracing::info!(
+        entries,
+        live_calls = correlator.live_calls(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state rebuilt from the journal"
+    );
+    Ok(last_seen)
+}
+
+fn collect_completed(outputs: Vec<Output>, into: &mut Vec<crate::record::CallRecord>) {
+    for output in outputs {
+        if let Output::CallCompleted(record) = output {
+            into.push(record);
+        }
+    }
+}
+
+/// The one task that owns the correlator: inputs in journal order, a tick every second for
+/// completions, completed records to the store.
+async fn consume(
+    mut rx: mpsc::Receiver<JournalEntry>,
+    mut correlator: Correlator,
+    store: Store,
+    orphans: Arc<Mutex<Vec<OrphanCallback>>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut orphan_count = correlator.orphans().len();
+    loop {
+        let outputs = tokio::select! {
+            entry = rx.recv() => match entry {
+                None => break,
+                Some(entry) => {
+                    log_input(&entry);
+                    correlator.handle(&entry)
+                }
+            },
+            _ = tick.tick() => correlator.tick(truncate_to_micros(Utc::now())),
+        };
+        let mut completed = Vec::new();
+        collect_completed(outputs, &mut completed);
+        for record in completed {
+            tracing::info!(target: "ctibridge::calls", id = %record.id, direction = ?record.direction, disposition = ?record.disposition, "call completed");
+            if let Err(e) = store.upsert(&record).await {
+                // The journal still holds the inputs: the next start rebuilds this record.
+                tracing::error!(id = %record.id, error = %e, "storing a call record failed");
+            }
+        }
+        if correlator.orphans().len() != orphan_count {
+            orphan_count = correlator.orphans().len();
+            *orphans.lock().unwrap_or_else(|p| p.into_inner()) = correlator.orphans().to_vec();
+        }
+    }
+}
+
+/// A debug line per call event, a warning per gap.
+fn log_input(entry: &JournalEntry) {
+    match &entry.input {
+        Input::Ami { pbx, msg } => {
+            if let Some(line) = call_event_summary(msg) {
+                tracing::debug!(target: "ctibridge::calls", %pbx, "{line}");
+            }
+        }
+        Input::Gap {
+            pbx,
+            from,
+            to,
+            reason,
+        } => {
+            tracing::warn!(target: "ctibridge::calls", %pbx, %from, %to, %reason, "gap: events in this period were not seen");
+        }
+        Input::Phone { .. } => {}
     }
 }
 

@@ -14,6 +14,8 @@ const CONFIG: &str = r#"
 pbx = []
 [http]
 listen = "127.0.0.1:0"
+[storage]
+url = "sqlite::memory:"
 [[phones]]
 extension = "101"
 address = "127.0.0.1:9"

@@ -723,6 +723,7 @@ async fn ami_with_notify() -> (
             reconnect_initial: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(400),
             max_message_bytes: 1 << 20,
+            unseen_since: None,
         },
         ingest,
         shutdown.clone(),

@@ -30,6 +30,7 @@ fn options(addr: std::net::SocketAddr) -> AmiClientOptions {
         reconnect_initial: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(400),
         max_message_bytes: 1 << 20,
+        unseen_since: None,
     }
 }
 

@@ -35,6 +35,8 @@ async fn rig(vendor: PhoneVendor, ext: &str, phone_password: &str) -> Rig {
 pbx = []
 [http]
 listen = "127.0.0.1:0"
+[storage]
+url = "sqlite::memory:"
 [journal]
 dir = {journal:?}
 [[phones]]

@@ -59,6 +59,10 @@ pub struct AmiClientOptions {
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub max_message_bytes: usize,
+    /// When the bridge last saw this PBX (the journal's last entry for it, from a previous
+    /// run). The first resync then journals a gap from there, so calls that ended while the
+    /// bridge was down get closed instead of staying live forever.
+    pub unseen_since: Option<DateTime<Utc>>,
 }
 
 impl AmiClientOptions {
@@ -83,6 +87,7 @@ impl AmiClientOptions {
             reconnect_initial: pbx.reconnect_initial,
             reconnect_max: pbx.reconnect_max,
             max_message_bytes: pbx.max_message_bytes,
+            unseen_since: None,
         }
     }
 }
@@ -266,6 +271,9 @@ impl AmiClient {
         // A per-process prefix keeps our ActionIDs apart from other AMI clients' (broadcast
         // events such as OriginateResponse reach every session).
         let action_prefix = format!("ctib-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let unseen = opts
+            .unseen_since
+            .map(|t| (t, "bridge was not running".to_string()));
         let client = AmiClient {
             inlet: Inlet {
                 pbx: opts.pbx.clone(),
@@ -276,9 +284,9 @@ impl AmiClient {
             requests: req_rx,
             status: status_tx,
             shutdown,
+            unseen,
             action_prefix,
             next_action: 0,
-            unseen: None,
         };
         (handle, tokio::spawn(client.run()))
     }

@@ -96,7 +96,6 @@ pub(super) struct Step {
 #[derive(Clone, Debug)]
 pub(super) struct Originate {
     pub success: bool,
-    pub reason: Option<u8>,
     /// `Exten` of the Originate (what the originated channel is connected to).
     pub exten: Option<Box<str>>,
     pub action_id: Option<Box<str>>,

@@ -5,6 +5,7 @@
 
 pub mod action_url;
 pub mod auth;
+pub mod calls;
 pub mod error;
 pub mod lenient;
 pub mod phones;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub tokens: TokenSet,
     pub callbacks: Arc<CallbackPolicy>,
     pub callback_stats: Arc<CallbackStats>,
+    pub store: crate::store::Store,
+    pub orphans: Arc<std::sync::Mutex<Vec<crate::correlator::OrphanCallback>>>,
 }
 
 /// The routes.
@@ -45,6 +48,10 @@ pub fn router(state: AppState) -> Router {
             "/action-url/{secret}/{event}",
             get(action_url::with_secret).post(action_url::with_secret),
         )
+        .route("/api/v1/calls", get(calls::list))
+        .route("/api/v1/calls.csv", get(calls::csv))
+        .route("/api/v1/calls/{id}", get(calls::get))
+        .route("/api/v1/orphans", get(calls::orphans))
         .route("/api/v1/phones", get(phones::list))
         .route("/api/v1/phones/{ext}", get(phones::get))
         .route("/healthz", get(|| async { "ok\n" }))

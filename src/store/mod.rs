@@ -41,7 +41,6 @@ mod migrations;
 mod query;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -206,10 +205,7 @@ impl Store {
             .acquire()
             .await
             .map_err(ctx("getting a connection"))?;
-        let mut tx = conn
-            .begin()
-            .await
-            .map_err(ctx("beginning a transaction"))?;
+        let mut tx = conn.begin().await.map_err(ctx("beginning a transaction"))?;
         for (record, json) in &prepared {
             write_record(&mut tx, record, json).await?;
         }
@@ -378,7 +374,11 @@ fn source_str(s: Source) -> &'static str {
 /// The JSON of `r`, refusing what JSON cannot carry: serde_json writes a NaN or infinite
 /// duration as `null`, which would store fine and then fail every read of the record.
 fn record_json(r: &CallRecord) -> Result<String, StoreError> {
-    for (name, v) in [("ring_s", r.ring_s), ("talk_s", r.talk_s), ("hold_s", r.hold_s)] {
+    for (name, v) in [
+        ("ring_s", r.ring_s),
+        ("talk_s", r.talk_s),
+        ("hold_s", r.hold_s),
+    ] {
         if !v.is_finite() {
             return Err(StoreError::Invalid(format!(
                 "call record {:?}: {name} is {v}",
@@ -496,7 +496,12 @@ async fn write_record(
         return Ok(());
     }
 
-    for table in ["call_legs", "call_parties", "call_transfers", "call_timeline"] {
+    for table in [
+        "call_legs",
+        "call_parties",
+        "call_transfers",
+        "call_timeline",
+    ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE call_id = ?"))
             .bind(&r.id)
             .execute(&mut *conn)
@@ -509,8 +514,8 @@ async fn write_record(
         sqlx::query(
             "INSERT INTO call_legs (call_id, idx, channel, uniqueid, endpoint, sip_call_id, \
              started_at, answered_at, ended_at, hangup_cause, hangup_cause_text, dial_status, \
-             phone_mac, phone_ip, phone_model, phone_call_handle) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             missed, phone_mac, phone_ip, phone_model, phone_call_handle) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.id)
         .bind(idx as i64)
@@ -524,6 +529,7 @@ async fn write_record(
         .bind(leg.hangup_cause.map(i64::from))
         .bind(&leg.hangup_cause_text)
         .bind(&leg.dial_status)
+        .bind(i64::from(leg.missed))
         .bind(phone.and_then(|p| p.mac.as_deref()))
         .bind(phone.and_then(|p| p.ip.as_deref()))
         .bind(phone.and_then(|p| p.model.as_deref()))
@@ -658,7 +664,11 @@ mod tests {
         let a: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
         let b: DateTime<Utc> = "2026-11-22T10:00:00.5Z".parse().unwrap();
         let c: DateTime<Utc> = "2026-11-22T10:00:01.000001Z".parse().unwrap();
-        let (fa, fb, fc) = (format_timestamp(&a), format_timestamp(&b), format_timestamp(&c));
+        let (fa, fb, fc) = (
+            format_timestamp(&a),
+            format_timestamp(&b),
+            format_timestamp(&c),
+        );
         assert_eq!(fa, "2026-11-22T10:00:00.000000Z");
         for f in [&fa, &fb, &fc] {
             assert_eq!(f.len(), TIMESTAMP_LEN);

@@ -141,7 +141,9 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<Position, StoreError> {
     // The timestamp must be one the store wrote: fixed width and valid RFC 3339. Comparing
     // anything else against the column would silently return the wrong rows.
     let parsed = DateTime::parse_from_rfc3339(started_at).map_err(|_| bad())?;
-    if started_at.len() != TIMESTAMP_LEN || format_timestamp(&parsed.with_timezone(&Utc)) != started_at {
+    if started_at.len() != TIMESTAMP_LEN
+        || format_timestamp(&parsed.with_timezone(&Utc)) != started_at
+    {
         return Err(bad());
     }
     Ok(Position {
@@ -171,7 +173,11 @@ pub(crate) fn build_list_sql(
         .as_deref()
         .map(normalize_extension)
         .map(|v| ("ext", v));
-    let number = q.number.as_deref().map(normalize_number).map(|v| ("number", v));
+    let number = q
+        .number
+        .as_deref()
+        .map(normalize_number)
+        .map(|v| ("number", v));
     let (driver, extra_party) = match (ext, number) {
         (Some(e), n) => (Some(e), n),
         (None, Some(n)) => (Some(n), None),
@@ -225,9 +231,7 @@ pub(crate) fn build_list_sql(
         qb.push_bind(kind);
         qb.push(")");
     }
-    qb.push(format_args!(
-        " ORDER BY {k_at} DESC, {k_id} DESC LIMIT "
-    ));
+    qb.push(format_args!(" ORDER BY {k_at} DESC, {k_id} DESC LIMIT "));
     // One extra row tells whether another page exists.
     qb.push_bind(i64::from(limit) + 1);
     qb

@@ -1,0 +1,693 @@
+//! Phone callbacks (Action URL) → the leg they describe.
+//!
+//! Two ways to tie a callback to a leg, tried in this order:
+//! 1. **`sip_call_id`** (exact): the callback's `call_id` equals a live or in-grace leg's SIP
+//!    Call-ID. Snom (`$call-id`) and Grandstream send the SIP Call-ID of the phone's own leg.
+//! 2. **`account_party_time`** (heuristic): the phone (resolved from its MAC, `$active_user`
+//!    or `$local`, through the configured [`super::PhoneIdentity`]s) is a leg's endpoint, the
+//!    callback's `$remote` number is a party of that leg's call (its connected line, another
+//!    leg's caller ID or endpoint, the dialled number), and the callback's time lies within
+//!    `phone_match_window` of the leg's lifetime. Without a `$remote`, only an unambiguous
+//!    candidate is accepted. The best candidate is the closest in time, then a live leg, then
+//!    the most recently started. Yealink/Fanvil `$call_id` is a phone-side handle: it is kept
+//!    as `leg.phone.call_handle`.
+//!
+//! Order independence: a callback that matches nothing yet is **pending** for
+//! `phone_match_window` (its own time + window) and is retried whenever a call with that
+//! phone's endpoint or that SIP Call-ID changes; after the window it gets one last try and
+//! then becomes an [`OrphanCallback`] (kept, never dropped). A callback whose `call_id` looks
+//! like a SIP Call-ID (not all digits) is not matched heuristically while its candidate leg
+//! has no SIP Call-ID yet and is still up, so that the exact match wins when the `SIPCALLID`
+//! variable arrives a moment later.
+//!
+//! Duplicates (same phone, event and leg) are recorded once.
+
+use super::call::{Detail, RawCallback, Step, StepKind};
+use super::channel::LegRef;
+use super::{Correlator, Output};
+use crate::phone::action_url::{number_of, parse_callback, PhoneCallback};
+use crate::record::PhoneMatch;
+use chrono::{DateTime, TimeDelta, Utc};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// A phone callback that matched no call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OrphanCallback {
+    /// When it was received.
+    pub at: DateTime<Utc>,
+    pub peer: String,
+    /// The request target exactly as journaled.
+    pub target: String,
+    /// Our extension for the phone, when known.
+    pub extension: Option<String>,
+    pub callback: PhoneCallback,
+    pub reason: OrphanReason,
+}
+
+/// Why a callback is an orphan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OrphanReason {
+    /// Nothing matched within the window.
+    NoMatchingCall,
+    /// Its SIP Call-ID belongs to a call that had already completed (record `id`).
+    LateForCompletedCall { id: String },
+    /// It matched channel activity that never became a call record (e.g. a feature code).
+    CallWithoutRecord,
+}
+
+/// How a callback was matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    SipCallId,
+    AccountPartyTime,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::SipCallId => "sip_call_id",
+            Method::AccountPartyTime => "account_party_time",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Match {
+    r: LegRef,
+    method: Method,
+}
+
+/// A call callback waiting for its AMI events.
+#[derive(Clone, Debug)]
+pub(super) struct PendingCallback {
+    at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    peer: Box<str>,
+    target: Box<str>,
+    ext: Option<String>,
+    cb: PhoneCallback,
+    /// The index keys it was filed under (call id; endpoints).
+    call_id: Option<Box<str>>,
+    endpoints: Vec<String>,
+}
+
+/// Pending callbacks in arrival order, indexed by SIP Call-ID and by endpoint.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Pending {
+    items: BTreeMap<u64, PendingCallback>,
+    next: u64,
+    /// Lookup only, never iterated.
+    by_call_id: HashMap<Box<str>, Vec<u64>>,
+    by_endpoint: HashMap<Box<str>, Vec<u64>>,
+}
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn push(&mut self, p: PendingCallback) {
+        let seq = self.next;
+        self.next += 1;
+        if let Some(c) = &p.call_id {
+            self.by_call_id.entry(c.clone()).or_default().push(seq);
+        }
+        for e in &p.endpoints {
+            self.by_endpoint
+                .entry(e.as_str().into())
+                .or_default()
+                .push(seq);
+        }
+        self.items.insert(seq, p);
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<PendingCallback> {
+        let p = self.items.remove(&seq)?;
+        fn unfile(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, seq: u64) {
+            if let Some(list) = map.get_mut(key) {
+                list.retain(|s| *s != seq);
+                if list.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        if let Some(c) = &p.call_id {
+            unfile(&mut self.by_call_id, c, seq);
+        }
+        for e in &p.endpoints {
+            unfile(&mut self.by_endpoint, e, seq);
+        }
+        Some(p)
+    }
+}
+
+/// SIP Call-IDs of recently completed calls, to recognise late callbacks.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Recent {
+    /// Lookup only, never iterated.
+    ids: HashMap<Box<str>, (String, DateTime<Utc>)>,
+    queue: VecDeque<(DateTime<Utc>, Box<str>)>,
+}
+
+impl Recent {
+    pub fn insert(&mut self, sip_call_id: &str, record_id: &str, expiry: DateTime<Utc>) {
+        self.ids
+            .insert(sip_call_id.into(), (record_id.to_string(), expiry));
+        self.queue.push_back((expiry, sip_call_id.into()));
+    }
+
+    fn get(&self, sip_call_id: &str) -> Option<&str> {
+        self.ids.get(sip_call_id).map(|(id, _)| id.as_str())
+    }
+
+    pub fn expire(&mut self, now: DateTime<Utc>) {
+        while let Some((expiry, _)) = self.queue.front() {
+            if *expiry > now {
+                break;
+            }
+            if let Some((expiry, key)) = self.queue.pop_front() {
+                if self.ids.get(&key).map(|(_, e)| *e) == Some(expiry) {
+                    self.ids.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// `/action-url/[secret/]{event}?query` → (event, query). Anything else is not a callback.
+fn split_target(target: &str) -> Option<(String, &str)> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let at = segments
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case("action-url"))?;
+    let rest = &segments[at + 1..];
+    if rest.is_empty() || rest.len() > 2 {
+        return None;
+    }
+    let event = percent_decode_str(rest[rest.len() - 1])
+        .decode_utf8_lossy()
+        .into_owned();
+    Some((event, query))
+}
+
+/// A phone's `$call_id` that is not a plain number is taken for a SIP Call-ID (Yealink and
+/// Fanvil handles are small integers such as `33093`).
+fn looks_like_sip_call_id(id: &str) -> bool {
+    !id.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_dial_char(b: &u8) -> bool {
+    b.is_ascii_digit() || *b == b'*' || *b == b'#'
+}
+
+/// Two numbers are the same party: equal digits, or one ends with the other when both have at
+/// least 7 digits (`+15550100` = `5550100`). Numbers without digits compare as names.
+pub(super) fn same_number(a: &str, b: &str) -> bool {
+    let na = a.as_bytes().iter().filter(|c| is_dial_char(c)).count();
+    let nb = b.as_bytes().iter().filter(|c| is_dial_char(c)).count();
+    if na == 0 || nb == 0 {
+        return !a.trim().is_empty() && a.trim().eq_ignore_ascii_case(b.trim());
+    }
+    let matched = a
+        .as_bytes()
+        .iter()
+        .rev()
+        .filter(|c| is_dial_char(c))
+        .zip(b.as_bytes().iter().rev().filter(|c| is_dial_char(c)))
+        .take_while(|(x, y)| x == y)
+        .count();
+    if na == nb {
+        matched == na
+    } else {
+        na.min(nb) >= 7 && matched == na.min(nb)
+    }
+}
+
+impl Correlator {
+    pub(super) fn on_phone(&mut self, t: DateTime<Utc>, peer: &str, target: &str) {
+        let Some((event, query)) = split_target(target) else {
+            return; // not a phone callback: ignored
+        };
+        let cb = parse_callback(&event, query.as_bytes());
+        let ext = self.callback_extension(&cb);
+        if !cb.event.is_call_event() {
+            self.outbox.push(Output::PhoneEvent {
+                at: t,
+                peer: peer.to_string(),
+                extension: ext,
+                callback: cb,
+            });
+            return;
+        }
+        if let Some(m) = self.try_match(&cb, ext.as_deref(), t, false, None) {
+            self.apply_match(m, &cb, ext, t, peer, target);
+            return;
+        }
+        if let Some(id) = cb.call_id.as_deref().and_then(|c| self.recent.get(c)) {
+            let reason = OrphanReason::LateForCompletedCall { id: id.to_string() };
+            self.orphans.push(OrphanCallback {
+                at: t,
+                peer: peer.to_string(),
+                target: target.to_string(),
+                extension: ext,
+                callback: cb,
+                reason,
+            });
+            return;
+        }
+        let endpoints = self.callback_endpoints(&cb, ext.as_deref());
+        self.pending.push(PendingCallback {
+            at: t,
+            deadline: t + self.settings.window,
+            peer: peer.into(),
+            target: target.into(),
+            call_id: cb.call_id.as_deref().map(Into::into),
+            ext,
+            cb,
+            endpoints,
+        });
+    }
+
+    /// Our extension for the phone that sent `cb`: by configured MAC, then by `$active_user`
+    /// / `$local` as a configured account or extension, else that number as sent.
+    fn callback_extension(&self, cb: &PhoneCallback) -> Option<String> {
+        let s = &self.settings;
+        if let Some(ext) = cb.mac.as_ref().and_then(|m| s.phone_mac.get(m)) {
+            return Some(ext.clone());
+        }
+        let numbers = [cb.active_user.as_deref(), cb.local.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(number_of)
+            .filter(|n| !n.is_empty());
+        let mut first = None;
+        for n in numbers {
+            if let Some(ext) = s.phone_account.get(n) {
+                return Some(ext.clone());
+            }
+            if s.phone_ext.contains(n) {
+                return Some(n.to_string());
+            }
+            first.get_or_insert(n);
+        }
+        first.map(str::to_string)
+    }
+
+    /// Endpoint names the phone may appear under in AMI (sorted, unique).
+    fn callback_endpoints(&self, cb: &PhoneCallback, ext: Option<&str>) -> Vec<String> {
+        let s = &self.settings;
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |n: &str| {
+            if n.is_empty() {
+                return;
+            }
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        };
+        let numbers = [ext, cb.active_user.as_deref(), cb.local.as_deref()];
+        for n in numbers.into_iter().flatten() {
+            let n = number_of(n);
+            add(n);
+            if let Some(e) = s.phone_account.get(n) {
+                add(e);
+            }
+            if let Some(a) = s.account_of.get(n) {
+                add(a);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Finds the leg a callback belongs to (see the module docs). `final_try` lifts the
+    /// wait-for-the-exact-match rule; `only` restricts the search to one conversation.
+    fn try_match(
+        &self,
+        cb: &PhoneCallback,
+        ext: Option<&str>,
+        t: DateTime<Utc>,
+        final_try: bool,
+        only: Option<u64>,
+    ) -> Option<Match> {
+        if let Some(cid) = cb.call_id.as_deref() {
+            if let Some(&key) = self.sip_index.get(cid) {
+                if only.is_none() || only == Some(key) {
+                    if let Some(conv) = self.convs.get(&key) {
+                        if let Some(i) = conv
+                            .legs
+                            .iter()
+                            .position(|l| l.sip_call_id.as_deref() == Some(cid))
+                        {
+                            return Some(Match {
+                                r: LegRef {
+                                    conv: key,
+                                    idx: i as u32,
+                                },
+                                method: Method::SipCallId,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        let w = self.settings.window;
+        let remote = cb
+            .remote
+            .as_deref()
+            .map(number_of)
+            .filter(|n| !n.is_empty());
+        type Score = (TimeDelta, bool, Reverse<DateTime<Utc>>, u64, u32);
+        let mut best: Option<(Score, LegRef)> = None;
+        let mut candidates = 0usize;
+        for ep in self.callback_endpoints(cb, ext) {
+            let Some(keys) = self.endpoint_index.get(ep.as_str()) else {
+                continue;
+            };
+            for &key in keys {
+                if only.is_some_and(|o| o != key) {
+                    continue;
+                }
+                let Some(conv) = self.convs.get(&key) else {
+                    continue;
+                };
+                for (i, leg) in conv.legs.iter().enumerate() {
+                    if leg.local || leg.endpoint.as_deref() != Some(ep.as_str()) {
+                        continue;
+                    }
+                    if t < leg.started_at - w || leg.ended_at.is_some_and(|e| t > e + w) {
+                        continue;
+                    }
+                    if let Some(remote) = remote {
+                        if !record_party(conv, i, remote) {
+                            continue;
+                        }
+                    }
+                    candidates += 1;
+                    let distance = if t < leg.started_at {
+                        leg.started_at - t
+                    } else {
+                        match leg.ended_at {
+                            Some(e) if t > e => t - e,
+                            _ => TimeDelta::zero(),
+                        }
+                    };
+                    let score = (
+                        distance,
+                        leg.ended_at.is_some(),
+                        Reverse(leg.started_at),
+                        key,
+                        i as u32,
+                    );
+                    if best.as_ref().is_none_or_gt(&score) {
+                        best = Some((
+                            score,
+                            LegRef {
+                                conv: key,
+                                idx: i as u32,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        let (_, r) = best?;
+        if remote.is_none() && candidates > 1 {
+            return None;
+        }
+        if !final_try && cb.call_id.as_deref().is_some_and(looks_like_sip_call_id) {
+            let leg = self.leg(r)?;
+            if leg.sip_call_id.is_none() && leg.ended_at.is_none() {
+                return None; // the exact match may still come
+            }
+        }
+        Some(Match {
+            r,
+            method: Method::AccountPartyTime,
+        })
+    }
+
+    fn apply_match(
+        &mut self,
+        m: Match,
+        cb: &PhoneCallback,
+        ext: Option<String>,
+        t: DateTime<Utc>,
+        peer: &str,
+        target: &str,
+    ) {
+        let Some(conv) = self.convs.get_mut(&m.r.conv) else {
+            return;
+        };
+        let Some(leg) = conv.legs.get_mut(m.r.idx as usize) else {
+            return;
+        };
+        let phone = ext
+            .or_else(|| leg.endpoint.as_deref().map(str::to_string))
+            .unwrap_or_else(|| peer.to_string());
+        let event = cb.event.as_str();
+        let duplicate = conv.correlation.iter().any(|p| {
+            p.phone == phone && p.event == event && p.uniqueid.as_deref() == Some(&leg.uniqueid)
+        });
+        if duplicate {
+            return;
+        }
+        let view = leg.phone.get_or_insert_with(Default::default);
+        if cb.mac.is_some() {
+            view.mac.clone_from(&cb.mac);
+        }
+        if cb.ip.is_some() {
+            view.ip.clone_from(&cb.ip);
+        }
+        if cb.model.is_some() {
+            view.model.clone_from(&cb.model);
+        }
+        if m.method == Method::AccountPartyTime && cb.call_id.is_some() {
+            view.call_handle.clone_from(&cb.call_id);
+        }
+        let uniqueid = leg.uniqueid.to_string();
+        let idx = conv.correlation.len() as u32;
+        conv.correlation.push(PhoneMatch {
+            at: t,
+            phone,
+            event: event.to_string(),
+            method: m.method.as_str().to_string(),
+            uniqueid: Some(uniqueid),
+        });
+        conv.push_step(Step {
+            at: t,
+            kind: StepKind::Phone,
+            leg: m.r.idx,
+            detail: Detail::Phone(idx),
+        });
+        conv.dirty = true;
+        if !conv.started {
+            conv.unqualified_callbacks.push(RawCallback {
+                at: t,
+                peer: peer.into(),
+                target: target.into(),
+            });
+        }
+        self.touch(m.r.conv);
+    }
+
+    /// Retries the pending callbacks that could belong to the conversations the current
+    /// input touched.
+    pub(super) fn retry_pending_for_touched(&mut self, _t: DateTime<Utc>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let touched = self.touched.clone();
+        for key in touched {
+            self.retry_pending_for(key, false);
+        }
+    }
+
+    /// Retries the pending callbacks filed under one of this conversation's SIP Call-IDs or
+    /// endpoints, against this conversation only.
+    pub(super) fn retry_pending_for(&mut self, key: u64, final_try: bool) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(conv) = self.convs.get(&key) else {
+            return;
+        };
+        let mut seqs: Vec<u64> = Vec::new();
+        for leg in &conv.legs {
+            if let Some(s) = leg.sip_call_id.as_deref() {
+                if let Some(list) = self.pending.by_call_id.get(s) {
+                    seqs.extend(list);
+                }
+            }
+            if let Some(e) = leg.endpoint.as_deref() {
+                if let Some(list) = self.pending.by_endpoint.get(e) {
+                    seqs.extend(list);
+                }
+            }
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        for seq in seqs {
+            let Some(p) = self.pending.items.get(&seq) else {
+                continue;
+            };
+            let Some(m) = self.try_match(&p.cb, p.ext.as_deref(), p.at, final_try, Some(key))
+            else {
+                continue;
+            };
+            if let Some(p) = self.pending.remove(seq) {
+                self.apply_match(m, &p.cb, p.ext, p.at, &p.peer, &p.target);
+            }
+        }
+    }
+
+    /// Pending callbacks whose window ran out by `now` (all of them when `None`) get a last
+    /// try against every call, then become orphans.
+    pub(super) fn expire_pending(&mut self, now: Option<DateTime<Utc>>) {
+        while let Some((&seq, p)) = self.pending.items.first_key_value() {
+            if now.is_some_and(|now| p.deadline > now) {
+                break;
+            }
+            let Some(p) = self.pending.remove(seq) else {
+                break;
+            };
+            if let Some(m) = self.try_match(&p.cb, p.ext.as_deref(), p.at, true, None) {
+                self.apply_match(m, &p.cb, p.ext, p.at, &p.peer, &p.target);
+                continue;
+            }
+            let reason = match p.cb.call_id.as_deref().and_then(|c| self.recent.get(c)) {
+                Some(id) => OrphanReason::LateForCompletedCall { id: id.to_string() },
+                None => OrphanReason::NoMatchingCall,
+            };
+            self.orphans.push(OrphanCallback {
+                at: p.at,
+                peer: p.peer.into(),
+                target: p.target.into(),
+                extension: p.ext,
+                callback: p.cb,
+                reason,
+            });
+        }
+    }
+
+    /// Callbacks matched to channel activity that never became a call record.
+    pub(super) fn orphan_unqualified(&mut self, raws: Vec<RawCallback>) {
+        for raw in raws {
+            let Some((event, query)) = split_target(&raw.target) else {
+                continue;
+            };
+            let cb = parse_callback(&event, query.as_bytes());
+            let ext = self.callback_extension(&cb);
+            self.orphans.push(OrphanCallback {
+                at: raw.at,
+                peer: raw.peer.into(),
+                target: raw.target.into(),
+                extension: ext,
+                callback: cb,
+                reason: OrphanReason::CallWithoutRecord,
+            });
+        }
+    }
+}
+
+/// `remote` is a party of the call seen from leg `i`: its connected line, what it dialled,
+/// another real leg's caller ID, endpoint or dialled number, the Originate's destination.
+fn record_party(conv: &super::call::Conversation, i: usize, remote: &str) -> bool {
+    let leg = &conv.legs[i];
+    // What this leg itself dialled counts when it is the calling side.
+    let own_exten = leg.exten.as_deref().filter(|_| !leg.dialled);
+    let mut numbers = leg.connected_num.as_deref().into_iter().chain(own_exten);
+    if numbers.any(|n| same_number(remote, n)) {
+        return true;
+    }
+    for (j, other) in conv.legs.iter().enumerate() {
+        if j == i || other.local {
+            continue;
+        }
+        let mut nums = [
+            other.caller_num.as_deref(),
+            other.first_caller_num.as_deref(),
+            other.endpoint.as_deref(),
+            other.exten.as_deref(),
+        ]
+        .into_iter()
+        .flatten();
+        if nums.any(|n| same_number(remote, n)) {
+            return true;
+        }
+    }
+    conv.originate
+        .as_ref()
+        .and_then(|o| o.exten.as_deref())
+        .is_some_and(|e| same_number(remote, e))
+}
+
+/// `Option<&(score, _)>` is empty or its score is greater than `score`.
+trait NoneOrGt<S> {
+    fn is_none_or_gt(&self, score: &S) -> bool;
+}
+
+impl<S: Ord, T> NoneOrGt<S> for Option<&(S, T)> {
+    fn is_none_or_gt(&self, score: &S) -> bool {
+        match self {
+            None => true,
+            Some((s, _)) => s > score,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            split_target("/action-url/incoming_call?call_id=1"),
+            Some(("incoming_call".to_string(), "call_id=1"))
+        );
+        assert_eq!(
+            split_target("/action-url/s3cret/call%20established?x"),
+            Some(("call established".to_string(), "x"))
+        );
+        assert_eq!(
+            split_target("/action-url/dnd_on"),
+            Some(("dnd_on".to_string(), ""))
+        );
+        assert_eq!(split_target("/favicon.ico"), None);
+        assert_eq!(split_target("/action-url/"), None);
+        assert_eq!(split_target("/action-url/a/b/c"), None);
+        assert_eq!(split_target(""), None);
+    }
+
+    #[test]
+    fn numbers() {
+        assert!(same_number("101", "101"));
+        assert!(!same_number("101", "1101"));
+        assert!(same_number("+1 555 0100", "5550100"));
+        assert!(same_number("+15550100", "15550100"));
+        assert!(!same_number("5550100", "5550101"));
+        assert!(same_number("alice", "Alice"));
+        assert!(!same_number("", ""));
+        assert!(!same_number("101", "alice"));
+    }
+
+    #[test]
+    fn call_id_kinds() {
+        assert!(!looks_like_sip_call_id("33093"));
+        assert!(looks_like_sip_call_id("1-22521@127.0.0.1"));
+        assert!(looks_like_sip_call_id(
+            "7bee591f-570f-4b8a-a3f4-b89db5319736"
+        ));
+    }
+}

@@ -1,0 +1,101 @@
+//! The records API (scope `read`): `GET /api/v1/calls` with filters and keyset pagination,
+//! `GET /api/v1/calls/{id}`, `GET /api/v1/calls.csv`, and `GET /api/v1/orphans` (phone
+//! callbacks that matched no call — kept, never dropped).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::Scope;
+use crate::correlator::OrphanCallback;
+use crate::record::CallRecord;
+use crate::store::{csv_header, csv_row, CallPage, CallQuery, StoreError, MAX_LIMIT};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use axum::Json;
+
+fn query(q: Result<Query<CallQuery>, QueryRejection>) -> Result<CallQuery, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::Unprocessable(format!("bad query: {}", e.body_text())))
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadCursor(_) => ApiError::Unprocessable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// One page of records, newest first; `next_cursor` fetches the next.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<CallQuery>, QueryRejection>,
+) -> Result<Json<CallPage>, ApiError> {
+    state.tokens.require(&headers, Scope::Read)?;
+    Ok(Json(state.store.list(&query(q)?).await?))
+}
+
+/// One record.
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CallRecord>, ApiError> {
+    state.tokens.require(&headers, Scope::Read)?;
+    state
+        .store
+        .get(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no call record {id:?}")))
+}
+
+/// Every record matching the filters as CSV (one row per call, UTC times; columns in
+/// `crate::store::CSV_COLUMNS`), walking the pages server-side.
+pub async fn csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<CallQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    state.tokens.require(&headers, Scope::Read)?;
+    let mut q = query(q)?;
+    q.limit = MAX_LIMIT;
+    let mut body = String::from(csv_header());
+    loop {
+        let page = state.store.list(&q).await?;
+        for record in &page.records {
+            body.push_str(&csv_row(record));
+        }
+        match page.next_cursor {
+            Some(cursor) => q.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"calls.csv\"",
+            ),
+        ],
+        body,
+    ))
+}
+
+/// Phone callbacks that matched no call.
+pub async fn orphans(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<OrphanCallback>>, ApiError> {
+    state.tokens.require(&headers, Scope::Read)?;
+    let list = state
+        .orphans
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(Json(list))
+}
