@@ -336,7 +336,12 @@ enum Seen {
 
 /// Decodes `data` the way `FramedRead` does, receiving it `chunk` bytes at a time.
 fn decode_chunked(data: &[u8], chunk: usize) -> Vec<Seen> {
-    let mut codec = AmiCodec::new();
+    let reads: Vec<&[u8]> = data.chunks(chunk).collect();
+    decode_reads(AmiCodec::new(), &reads)
+}
+
+/// Decodes the given reads in turn, then the end of the stream.
+fn decode_reads(mut codec: AmiCodec, reads: &[&[u8]]) -> Vec<Seen> {
     let mut buf = BytesMut::new();
     let mut seen = Vec::new();
     let mut record = |frame: AmiFrame| {
@@ -349,7 +354,7 @@ fn decode_chunked(data: &[u8], chunk: usize) -> Vec<Seen> {
             AmiFrame::Malformed(e) => Seen::Malformed(e.to_string()),
         })
     };
-    for part in data.chunks(chunk) {
+    for part in reads {
         buf.extend_from_slice(part);
         while let Some(frame) = codec.decode(&mut buf).expect("decode") {
             record(frame);
@@ -421,4 +426,70 @@ fn simple_split_reads_the_wire_as_specified() {
         vec![(b"D".to_vec(), b"e:f".to_vec())],
     ];
     assert_eq!(simple_split(input), want);
+}
+
+/// What a small-limit codec makes of `reads`, in a short form for assertions.
+fn outline(reads: &[&[u8]]) -> Vec<String> {
+    decode_reads(AmiCodec::with_max_message_bytes(1024), reads)
+        .into_iter()
+        .map(|seen| match seen {
+            Seen::Banner(b) => format!("banner of {} bytes", b.len()),
+            Seen::Message { pairs, .. } => format!("{pairs:?}"),
+            Seen::Malformed(e) if e.contains("larger than") => "oversized".to_string(),
+            Seen::Malformed(e) => e,
+        })
+        .collect()
+}
+
+// Found by the fuzz target (`fuzz/`): when the line that crosses the size limit is found with
+// more bytes already buffered, the codec drops the whole buffer, losing the messages after the
+// oversized one, and it loses a blank line whose "\r" and "\n" arrive in different reads.
+#[test]
+fn oversized_message_does_not_swallow_the_next_ones() {
+    let mut big = b"Event: Big\r\nX: ".to_vec();
+    big.extend_from_slice(&[b'a'; 2000]);
+    big.extend_from_slice(b"\r\nY: 1\r\n");
+    let after: &[u8] = b"\r\nEvent: After\r\n\r\nEvent: Third\r\n\r\n";
+    let want = [
+        "oversized",
+        r#"[("Event", "After")]"#,
+        r#"[("Event", "Third")]"#,
+    ];
+    let whole = [big.as_slice(), after].concat();
+    for reads in [
+        vec![&whole[..]],
+        vec![&big[..100], &big[100..1100], &big[1100..], after],
+        vec![&big[..100], &big[100..], after],
+        vec![
+            &big[..100],
+            &big[100..1100],
+            &big[1100..],
+            &after[..1],
+            &after[1..],
+        ],
+    ] {
+        let sizes: Vec<usize> = reads.iter().map(|r| r.len()).collect();
+        assert_eq!(outline(&reads), want, "reads of {sizes:?} bytes");
+    }
+
+    // A message whose terminating "\r\n" is what crosses the limit.
+    let mut edge = b"Event: Edge\r\nX: ".to_vec();
+    edge.resize(1022, b'a');
+    edge.extend_from_slice(b"\r\n");
+    let tail: &[u8] = b"\r\nEvent: After\r\n\r\n";
+    let whole = [edge.as_slice(), tail].concat();
+    let cr_split = [edge.as_slice(), b"\r"].concat();
+    for reads in [vec![&whole[..]], vec![&cr_split[..], &tail[1..]]] {
+        assert_eq!(outline(&reads), ["oversized", r#"[("Event", "After")]"#]);
+    }
+}
+
+#[test]
+fn banner_over_the_limit_is_oversized_whatever_the_reads() {
+    let mut input = vec![b'B'; 2000];
+    input.extend_from_slice(b"\r\n\r\nEvent: A\r\n\r\n");
+    let one_read = outline(&[&input]);
+    let small_reads: Vec<&[u8]> = input.chunks(512).collect();
+    assert_eq!(one_read, outline(&small_reads));
+    assert_eq!(one_read, ["oversized", r#"[("Event", "A")]"#]);
 }

@@ -177,7 +177,8 @@ impl AmiCodec {
     fn skip(&mut self, buf: &mut BytesMut, mut mid_line: bool) -> bool {
         loop {
             let Some(nl) = memchr(b'\n', buf) else {
-                if !buf.is_empty() {
+                // Keep a lone '\r' at a line start: with the next '\n' it is a blank line.
+                if !buf.is_empty() && (mid_line || buf[..] != b"\r"[..]) {
                     mid_line = true;
                     buf.clear();
                 }
@@ -198,7 +199,10 @@ impl AmiCodec {
     fn decode_message(&mut self, buf: &mut BytesMut) -> Option<AmiFrame> {
         loop {
             let Some(rel) = memchr(b'\n', &buf[self.scan..]) else {
-                if buf.len() > self.max_message_bytes {
+                // A lone '\r' may be the start of the blank line that ends the message:
+                // wait for its '\n' so the outcome does not depend on where reads split.
+                let lone_cr = buf.len() == self.scan + 1 && buf[self.scan] == b'\r';
+                if buf.len() > self.max_message_bytes && !lone_cr {
                     return Some(self.oversized(buf));
                 }
                 return None;
@@ -211,7 +215,19 @@ impl AmiCodec {
                 nl
             };
             if nl + 1 > self.max_message_bytes {
-                return Some(self.oversized(buf));
+                // Drop only this message's bytes up to the end of this line: what follows it
+                // in the buffer (the rest of the message, later messages) is still to be read.
+                let ends_message = line_end == line_start && self.legacy != Legacy::Body;
+                buf.advance(nl + 1);
+                self.reset_message();
+                self.state = if ends_message {
+                    State::Message
+                } else {
+                    State::Skip { mid_line: false }
+                };
+                return Some(AmiFrame::Malformed(AmiDecodeError::Oversized {
+                    limit: self.max_message_bytes,
+                }));
             }
 
             if self.legacy == Legacy::End {
@@ -318,6 +334,13 @@ impl AmiCodec {
                 continue;
             }
             self.state = State::Message;
+            if nl + 1 > self.max_message_bytes {
+                buf.advance(nl + 1);
+                self.state = State::Skip { mid_line: false };
+                return Some(AmiFrame::Malformed(AmiDecodeError::Oversized {
+                    limit: self.max_message_bytes,
+                }));
+            }
             if memchr(b':', &buf[..end]).is_some() {
                 // No banner: the stream starts with a message (e.g. a saved capture).
                 return None;
