@@ -7,7 +7,8 @@
 //! below have their own effect and, when they concern a real (non-Local) channel, a timeline
 //! entry. `Cdr` and `CEL` are ignored (see the module docs of [`super`]).
 
-use super::call::{Conversation, Detail, Originate, Step, StepKind, NO_LEG};
+use super::call::{dial_status_code, Conversation, Detail, Originate, Step, StepKind};
+use super::call::{NO_LEG, NO_REASON};
 use super::channel::{endpoint_of, is_local, meaningful, Leg, LegRef, STATE_UP};
 use super::fields::{self, Fields, Snap, BASE, DEST, LOCAL_ONE, LOCAL_TWO, ORIG_TRANSFERER};
 use super::fields::{REQUEST_ID_VAR, SECOND_TRANSFERER, SIPCALLID_VAR, TRANSFEREE};
@@ -103,10 +104,6 @@ fn parse_duration(s: &str) -> Option<TimeDelta> {
     (parts <= 3).then(|| TimeDelta::try_seconds(secs)).flatten()
 }
 
-fn boxed(v: Option<&str>) -> Option<Box<str>> {
-    v.filter(|v| meaningful(v)).map(Into::into)
-}
-
 impl Correlator {
     pub(super) fn on_ami(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, msg: &AmiMessage) {
         let Some(name) = fields::event_name(msg) else {
@@ -123,13 +120,13 @@ impl Correlator {
         let lazy = Create::Lazy(None);
         match kind {
             Kind::Newchannel => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], Create::Newchannel) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), Create::Newchannel) {
                     let state = self.leg(r).map(|l| l.state).unwrap_or(0);
                     self.step(r, t, StepKind::Newchannel, Detail::State(state));
                 }
             }
             Kind::Newstate => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], lazy) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
                     let state = self.leg(r).map(|l| l.state).unwrap_or(0);
                     self.step(r, t, StepKind::Newstate, Detail::State(state));
                 }
@@ -137,7 +134,7 @@ impl Correlator {
             Kind::DialBegin => self.on_dial_begin(t, pbx, &f),
             Kind::DialEnd => self.on_dial_end(t, pbx, &f),
             Kind::BridgeEnter | Kind::BridgeLeave => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], lazy) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
                     let k = if kind == Kind::BridgeEnter {
                         StepKind::BridgeEnter
                     } else {
@@ -147,7 +144,7 @@ impl Correlator {
                 }
             }
             Kind::Hold => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], lazy) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
                     if let Some(leg) = self.leg_mut(r) {
                         leg.hold_since.get_or_insert(t);
                     }
@@ -155,7 +152,7 @@ impl Correlator {
                 }
             }
             Kind::Unhold => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], lazy) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
                     // Every REFER raises Unhold without a Hold: only a real hold is counted.
                     let was_held = match self.leg_mut(r) {
                         Some(leg) if leg.hold_since.is_some() => {
@@ -173,21 +170,21 @@ impl Correlator {
                 }
             }
             Kind::Hangup => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], lazy) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
                     let cause = f.cause.and_then(|c| c.trim().parse::<u16>().ok());
                     self.hang_up(t, r, cause, f.cause_txt, false);
                 }
             }
             Kind::VarSet => {
-                if let Some(r) = self.snapshot(t, pbx, &f.snaps[BASE], lazy) {
+                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
                     let var = f.variable.unwrap_or("").trim_start_matches('_');
                     let value = f.value.unwrap_or("");
                     if var.eq_ignore_ascii_case(SIPCALLID_VAR) {
                         self.set_sip_call_id(r, value);
                     } else if var.eq_ignore_ascii_case(REQUEST_ID_VAR) && !value.is_empty() {
                         if let Some(conv) = self.convs.get_mut(&r.conv) {
-                            if conv.dial_request_id.is_none() {
-                                conv.dial_request_id = Some(value.into());
+                            if conv.extra().dial_request_id.is_none() {
+                                conv.extra_mut().dial_request_id = Some(value.into());
                                 conv.dirty = true;
                             }
                         }
@@ -197,8 +194,8 @@ impl Correlator {
             Kind::BlindTransfer => self.on_blind_transfer(t, pbx, &f),
             Kind::AttendedTransfer => self.on_attended_transfer(t, pbx, &f),
             Kind::LocalBridge => {
-                let one = self.snapshot(t, pbx, &f.snaps[LOCAL_ONE], lazy);
-                let two = self.snapshot(t, pbx, &f.snaps[LOCAL_TWO], lazy);
+                let one = self.snapshot(t, pbx, f.snap(LOCAL_ONE), lazy);
+                let two = self.snapshot(t, pbx, f.snap(LOCAL_TWO), lazy);
                 if let (Some(a), Some(b)) = (one, two) {
                     self.merge(a.conv, b.conv);
                 }
@@ -206,7 +203,7 @@ impl Correlator {
             Kind::OriginateResponse => self.on_originate_response(t, pbx, &f),
             Kind::CoreShowChannel => {
                 let started = f.duration.and_then(parse_duration).map(|d| t - d);
-                let snap = &f.snaps[BASE];
+                let snap = f.snap(BASE);
                 self.snapshot(t, pbx, snap, Create::Lazy(started));
                 if let (Some(uid), Some(p)) = (snap.uniqueid, self.pbxs.get_mut(pbx)) {
                     p.resync_building
@@ -217,8 +214,8 @@ impl Correlator {
             }
             Kind::CoreShowChannelsComplete => self.on_resync_complete(t, pbx),
             Kind::Other => {
-                self.snapshot(t, pbx, &f.snaps[BASE], lazy);
-                self.snapshot(t, pbx, &f.snaps[DEST], lazy);
+                self.snapshot(t, pbx, f.snap(BASE), lazy);
+                self.snapshot(t, pbx, f.snap(DEST), lazy);
             }
             Kind::Skip => {}
         }
@@ -290,7 +287,7 @@ impl Correlator {
         let conv = self.convs.get_mut(&key)?;
         let mut leg = Leg::new(uid, snap.channel.unwrap_or(""), lid, started);
         leg.joined_late = create != Create::Newchannel;
-        let endpoint = leg.endpoint.clone();
+        let endpoint: Option<Box<str>> = leg.endpoint().map(Into::into);
         let r = LegRef {
             conv: key,
             idx: conv.legs.len() as u32,
@@ -352,8 +349,7 @@ impl Correlator {
             if let Some(c) = snap.channel {
                 leg.channel = c.into();
                 leg.local = is_local(c);
-                leg.endpoint = endpoint_of(c).map(Into::into);
-                new_endpoint = leg.endpoint.clone();
+                new_endpoint = leg.endpoint().map(Box::<str>::from);
                 changed = true;
             }
         }
@@ -367,14 +363,8 @@ impl Correlator {
                 changed = true;
             }
         }
-        changed |= update(&mut leg.caller_num, snap.caller_num);
-        changed |= update(&mut leg.caller_name, snap.caller_name);
+        changed |= leg.set_caller(snap.caller_num, snap.caller_name);
         changed |= update(&mut leg.connected_num, snap.connected_num);
-        changed |= update(&mut leg.connected_name, snap.connected_name);
-        if leg.first_caller_num.is_none() && leg.first_caller_name.is_none() {
-            leg.first_caller_num = boxed(snap.caller_num);
-            leg.first_caller_name = boxed(snap.caller_name);
-        }
         if leg.context.is_none() {
             leg.context = snap.context.filter(|c| !c.is_empty()).map(Into::into);
         }
@@ -393,8 +383,8 @@ impl Correlator {
             }
         }
         if let Some(req) = snap.request_id {
-            if conv.dial_request_id.is_none() {
-                conv.dial_request_id = Some(req.into());
+            if conv.extra().dial_request_id.is_none() {
+                conv.extra_mut().dial_request_id = Some(req.into());
                 changed = true;
             }
         }
@@ -501,8 +491,8 @@ impl Correlator {
 
     fn on_dial_begin(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         let lazy = Create::Lazy(None);
-        let src = self.snapshot(t, pbx, &f.snaps[BASE], lazy);
-        let Some(mut dst) = self.snapshot(t, pbx, &f.snaps[DEST], lazy) else {
+        let src = self.snapshot(t, pbx, f.snap(BASE), lazy);
+        let Some(mut dst) = self.snapshot(t, pbx, f.snap(DEST), lazy) else {
             return;
         };
         let mut src_idx = None;
@@ -513,11 +503,7 @@ impl Correlator {
             dst = d;
             src_idx = Some(s.idx);
             if let Some(leg) = self.leg_mut(s) {
-                if !leg.has_dialled {
-                    leg.has_dialled = true;
-                    leg.dial_caller_num = leg.caller_num.clone();
-                    leg.dial_caller_name = leg.caller_name.clone();
-                }
+                leg.has_dialled = true;
             }
         }
         if let Some(conv) = self.convs.get_mut(&dst.conv) {
@@ -531,13 +517,18 @@ impl Correlator {
                 }
             }
         }
-        self.step(dst, t, StepKind::DialBegin, Detail::DialFrom(src_idx));
+        self.step(
+            dst,
+            t,
+            StepKind::DialBegin,
+            Detail::DialFrom(src_idx.unwrap_or(NO_LEG)),
+        );
     }
 
     fn on_dial_end(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         let lazy = Create::Lazy(None);
-        self.snapshot(t, pbx, &f.snaps[BASE], lazy);
-        let Some(dst) = self.snapshot(t, pbx, &f.snaps[DEST], lazy) else {
+        self.snapshot(t, pbx, f.snap(BASE), lazy);
+        let Some(dst) = self.snapshot(t, pbx, f.snap(DEST), lazy) else {
             return;
         };
         let Some(status) = f.dial_status else {
@@ -559,26 +550,31 @@ impl Correlator {
             conv.dirty = true;
         }
         if !repeated {
-            self.step(dst, t, StepKind::DialEnd, Detail::DialStatus(status.into()));
+            let code = dial_status_code(status);
+            self.step(dst, t, StepKind::DialEnd, Detail::DialStatus(code));
         }
     }
 
     fn on_originate_response(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         // Not a channel snapshot (no Linkedid; its Channel may be just `PJSIP/101`): only
         // find the originated channel.
-        let Some(r) = f.snaps[BASE].uniqueid.and_then(|u| self.lookup(pbx, u)) else {
+        let Some(r) = f.snap(BASE).uniqueid.and_then(|u| self.lookup(pbx, u)) else {
             return;
         };
         let success = f
             .response
             .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
-        let reason = f.reason.and_then(|r| r.trim().parse::<u8>().ok());
+        let reason = f
+            .reason
+            .and_then(|r| r.trim().parse::<u8>().ok())
+            .unwrap_or(NO_REASON);
         let Some(conv) = self.convs.get_mut(&r.conv) else {
             return;
         };
-        conv.originate = Some(Originate {
+        conv.extra_mut().originate = Some(Originate {
             success,
-            exten: f.snaps[BASE]
+            exten: f
+                .snap(BASE)
                 .exten
                 .filter(|e| !e.is_empty() && *e != "s")
                 .map(Into::into),
@@ -603,7 +599,7 @@ impl Correlator {
     fn join_snapshots(&mut self, pbx: &Arc<str>, f: &Fields<'_>, which: &[usize]) -> Option<u64> {
         let mut key = None;
         for &i in which {
-            let Some(r) = f.snaps[i].uniqueid.and_then(|u| self.lookup(pbx, u)) else {
+            let Some(r) = f.snap(i).uniqueid.and_then(|u| self.lookup(pbx, u)) else {
                 continue;
             };
             key = Some(match key {
@@ -623,8 +619,9 @@ impl Correlator {
         let Some(conv) = self.convs.get_mut(&key) else {
             return;
         };
-        let idx = conv.transfers.len() as u32;
-        conv.transfers.push(tr);
+        let transfers = &mut conv.extra_mut().transfers;
+        let idx = transfers.len() as u32;
+        transfers.push(tr);
         let leg_idx = leg
             .filter(|r| r.conv == key)
             .map(|r| r.idx)
@@ -642,18 +639,20 @@ impl Correlator {
 
     fn on_blind_transfer(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         let lazy = Create::Lazy(None);
-        self.snapshot(t, pbx, &f.snaps[TRANSFERER], lazy);
-        self.snapshot(t, pbx, &f.snaps[TRANSFEREE], lazy);
+        self.snapshot(t, pbx, f.snap(TRANSFERER), lazy);
+        self.snapshot(t, pbx, f.snap(TRANSFEREE), lazy);
         let Some(key) = self.join_snapshots(pbx, f, &[TRANSFERER, TRANSFEREE]) else {
             return;
         };
-        let by_leg = f.snaps[TRANSFERER]
+        let by_leg = f
+            .snap(TRANSFERER)
             .uniqueid
             .and_then(|u| self.lookup(pbx, u));
         let tr = Transfer {
             at: Some(t),
             kind: "blind".into(),
-            by: f.snaps[TRANSFERER]
+            by: f
+                .snap(TRANSFERER)
                 .channel
                 .and_then(endpoint_of)
                 .map(Into::into),
@@ -672,18 +671,20 @@ impl Correlator {
             TRANSFER_TARGET,
         ];
         for i in all {
-            self.snapshot(t, pbx, &f.snaps[i], lazy);
+            self.snapshot(t, pbx, f.snap(i), lazy);
         }
         let key = self.join_snapshots(pbx, f, &all);
         let Some(key) = key else {
             return;
         };
-        let by_leg = f.snaps[ORIG_TRANSFERER]
+        let by_leg = f
+            .snap(ORIG_TRANSFERER)
             .uniqueid
             .and_then(|u| self.lookup(pbx, u));
-        let endpoint = |i: usize| f.snaps[i].channel.and_then(endpoint_of);
+        let endpoint = |i: usize| f.snap(i).channel.and_then(endpoint_of);
         let to = endpoint(TRANSFER_TARGET)
-            .or(f.snaps[SECOND_TRANSFERER]
+            .or(f
+                .snap(SECOND_TRANSFERER)
                 .connected_num
                 .filter(|n| meaningful(n)))
             .map(Into::into);
@@ -736,14 +737,15 @@ impl Correlator {
             .iter()
             .filter(|(_, c)| all || c.pbx == *pbx)
             .filter(|(_, c)| {
-                c.started_at() <= to && (c.live > 0 || c.last_hangup.is_none_or_ge(from))
+                let ended_before = matches!(c.last_hangup, Some(h) if c.live == 0 && h < from);
+                c.started_at() <= to && !ended_before
             })
             .map(|(k, _)| *k)
             .collect();
         for key in hit {
             if let Some(conv) = self.convs.get_mut(&key) {
-                if !conv.gaps.contains(&gap) {
-                    conv.gaps.push(gap.clone());
+                if !conv.extra().gaps.contains(&gap) {
+                    conv.extra_mut().gaps.push(gap.clone());
                     conv.dirty = true;
                     self.touch(key);
                 }
@@ -786,20 +788,6 @@ impl Correlator {
             .collect();
         for (r, started) in missing {
             self.hang_up(to.max(started), r, None, None, true);
-        }
-    }
-}
-
-/// `Option<DateTime>` is unknown or at/after `t`.
-trait NoneOrGe {
-    fn is_none_or_ge(&self, t: DateTime<Utc>) -> bool;
-}
-
-impl NoneOrGe for Option<DateTime<Utc>> {
-    fn is_none_or_ge(&self, t: DateTime<Utc>) -> bool {
-        match self {
-            None => true,
-            Some(v) => *v >= t,
         }
     }
 }

@@ -64,17 +64,19 @@ pub(super) enum Detail {
     None,
     /// `ChannelState` number.
     State(u8),
-    /// `DialBegin`: the calling leg (`None` for an Originate).
-    DialFrom(Option<u32>),
-    /// `DialEnd`: the `DialStatus`.
-    DialStatus(Box<str>),
+    /// `DialBegin`: the calling leg ([`NO_LEG`] for an Originate).
+    DialFrom(u32),
+    /// `DialEnd`: the `DialStatus`, as an index into [`DIAL_STATUSES`] ([`OTHER_STATUS`]: the
+    /// leg's own `dial_status` text).
+    DialStatus(u8),
     /// `Hangup`: the cause (text on the leg).
     Cause(Option<u16>),
     /// `Unhold` without an open `Hold` (every REFER raises one): shown, not counted.
     UnholdIgnored,
     Originate {
         success: bool,
-        reason: Option<u8>,
+        /// [`NO_REASON`] when absent.
+        reason: u8,
     },
     /// Index into `transfers`.
     Transfer(u32),
@@ -82,7 +84,32 @@ pub(super) enum Detail {
     Phone(u32),
 }
 
-/// One compact timeline entry.
+/// `DialStatus` values, coded as their index in timeline entries.
+pub(super) const DIAL_STATUSES: [&str; 9] = [
+    "ANSWER",
+    "BUSY",
+    "NOANSWER",
+    "CANCEL",
+    "CONGESTION",
+    "CHANUNAVAIL",
+    "DONTCALL",
+    "TORTURE",
+    "INVALIDARGS",
+];
+/// A `DialStatus` not in [`DIAL_STATUSES`].
+pub(super) const OTHER_STATUS: u8 = u8::MAX;
+/// No `Reason` in an `OriginateResponse`.
+pub(super) const NO_REASON: u8 = u8::MAX;
+
+/// The code of a `DialStatus` for [`Detail::DialStatus`].
+pub(super) fn dial_status_code(status: &str) -> u8 {
+    DIAL_STATUSES
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case(status))
+        .map_or(OTHER_STATUS, |i| i as u8)
+}
+
+/// One compact timeline entry (28 bytes).
 #[derive(Clone, Debug)]
 pub(super) struct Step {
     pub at: DateTime<Utc>,
@@ -120,11 +147,8 @@ pub(super) struct Conversation {
     pub linkedids: Vec<Box<str>>,
     pub legs: Vec<Leg>,
     pub timeline: Vec<Step>,
-    pub transfers: Vec<Transfer>,
-    pub correlation: Vec<PhoneMatch>,
-    pub gaps: Vec<Gap>,
-    pub originate: Option<Originate>,
-    pub dial_request_id: Option<Box<str>>,
+    /// What most calls never have (boxed to keep a live call small); see [`Conversation::extra`].
+    pub extra: Option<Box<Extra>>,
     /// A `DialBegin` was seen.
     pub had_dial: bool,
     /// Legs not hung up yet.
@@ -138,8 +162,28 @@ pub(super) struct Conversation {
     pub started: bool,
     /// The record changed since the last output.
     pub dirty: bool,
+}
+
+/// The parts of a conversation that most calls do not have.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Extra {
+    pub transfers: Vec<Transfer>,
+    pub correlation: Vec<PhoneMatch>,
+    pub gaps: Vec<Gap>,
+    pub originate: Option<Originate>,
+    pub dial_request_id: Option<Box<str>>,
+    /// Callbacks matched while the conversation did not qualify for a record yet.
     pub unqualified_callbacks: Vec<RawCallback>,
 }
+
+static NO_EXTRA: Extra = Extra {
+    transfers: Vec::new(),
+    correlation: Vec::new(),
+    gaps: Vec::new(),
+    originate: None,
+    dial_request_id: None,
+    unqualified_callbacks: Vec::new(),
+};
 
 impl Conversation {
     pub fn new(pbx: Arc<str>, linkedid: &str, t: DateTime<Utc>) -> Conversation {
@@ -148,12 +192,8 @@ impl Conversation {
             linkedid: linkedid.into(),
             linkedids: vec![linkedid.into()],
             legs: Vec::with_capacity(2),
-            timeline: Vec::with_capacity(16),
-            transfers: Vec::new(),
-            correlation: Vec::new(),
-            gaps: Vec::new(),
-            originate: None,
-            dial_request_id: None,
+            timeline: Vec::new(),
+            extra: None,
             had_dial: false,
             live: 0,
             last_hangup: None,
@@ -161,8 +201,16 @@ impl Conversation {
             last_event: t,
             started: false,
             dirty: true,
-            unqualified_callbacks: Vec::new(),
         }
+    }
+
+    /// Transfers, phone matches, gaps, Originate outcome, request id (empty when none).
+    pub fn extra(&self) -> &Extra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
     }
 
     /// `<pbx>:<linkedid of the first call>`.
@@ -184,7 +232,7 @@ impl Conversation {
     /// runs a feature code and hangs up unanswered (`*78`) is not a call record.
     pub fn qualifies(&self) -> bool {
         self.had_dial
-            || self.originate.is_some()
+            || self.extra().originate.is_some()
             || self
                 .legs
                 .iter()

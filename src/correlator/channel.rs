@@ -9,6 +9,13 @@ use chrono::{DateTime, Utc};
 /// Channel state numbers (`ChannelState`) the correlator cares about.
 pub(super) const STATE_UP: u8 = 6;
 
+/// A caller ID pair as it was at some point.
+#[derive(Clone, Debug, Default)]
+pub(super) struct CallerId {
+    pub num: Option<Box<str>>,
+    pub name: Option<Box<str>>,
+}
+
 /// Where a leg sits: conversation key and index in its `legs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct LegRef {
@@ -24,22 +31,19 @@ pub(super) struct Leg {
     pub channel: Box<str>,
     /// The channel's current `Linkedid` (it changes after an attended transfer).
     pub linkedid: Box<str>,
-    /// `PJSIP/101-00000000` → `101`; `None` for Local channels and unparsable names.
-    pub endpoint: Option<Box<str>>,
     /// A `Local/…;1` or `;2` half: followed through, never a party.
     pub local: bool,
-    /// Caller ID as first seen (Newchannel or the first event that created the leg).
-    pub first_caller_num: Option<Box<str>>,
-    pub first_caller_name: Option<Box<str>>,
-    /// Caller ID as of the first `DialBegin` this leg made (the originating party as dialled).
-    pub dial_caller_num: Option<Box<str>>,
-    pub dial_caller_name: Option<Box<str>>,
+    /// The caller ID before it first changed (only kept once it changed: until then the
+    /// current one is also the first one).
+    pub first_caller: Option<Box<CallerId>>,
+    /// The caller ID as of the first `DialBegin` this leg made, kept once it changed since.
+    pub dial_caller: Option<Box<CallerId>>,
+    /// This leg called someone (`DialBegin` with it as the calling channel).
     pub has_dialled: bool,
-    /// Current caller / connected line.
+    /// Current caller ID and connected line number.
     pub caller_num: Option<Box<str>>,
     pub caller_name: Option<Box<str>>,
     pub connected_num: Option<Box<str>>,
-    pub connected_name: Option<Box<str>>,
     /// Context as first seen: the endpoint's own context for a dialled PJSIP channel.
     pub context: Option<Box<str>>,
     /// First `Exten` that is not `s`: what the originating channel dialled.
@@ -72,17 +76,13 @@ impl Leg {
             uniqueid: uniqueid.into(),
             channel: channel.into(),
             linkedid: linkedid.into(),
-            endpoint: endpoint_of(channel).map(Into::into),
             local: is_local(channel),
-            first_caller_num: None,
-            first_caller_name: None,
-            dial_caller_num: None,
-            dial_caller_name: None,
+            first_caller: None,
+            dial_caller: None,
             has_dialled: false,
             caller_num: None,
             caller_name: None,
             connected_num: None,
-            connected_name: None,
             context: None,
             exten: None,
             sip_call_id: None,
@@ -100,6 +100,66 @@ impl Leg {
             hold_since: None,
             hold_ms: 0,
             phone: None,
+        }
+    }
+
+    /// `PJSIP/101-00000000` → `101`; `None` for Local channels and unparsable names.
+    pub fn endpoint(&self) -> Option<&str> {
+        if self.local {
+            None
+        } else {
+            endpoint_of(&self.channel)
+        }
+    }
+
+    /// Updates the caller ID from a snapshot (values without information are skipped). The
+    /// first time a known value changes, the previous pair is kept as the first caller ID
+    /// (and as the caller ID at dial time, if the leg has dialled). Returns whether anything
+    /// changed.
+    pub fn set_caller(&mut self, num: Option<&str>, name: Option<&str>) -> bool {
+        let num = num.filter(|v| meaningful(v));
+        let name = name.filter(|v| meaningful(v));
+        let differs = |new: Option<&str>, old: &Option<Box<str>>| match (new, old.as_deref()) {
+            (Some(n), Some(o)) => n != o,
+            _ => false,
+        };
+        if differs(num, &self.caller_num) || differs(name, &self.caller_name) {
+            let old = CallerId {
+                num: self.caller_num.clone(),
+                name: self.caller_name.clone(),
+            };
+            if self.has_dialled && self.dial_caller.is_none() {
+                self.dial_caller = Some(Box::new(old.clone()));
+            }
+            if self.first_caller.is_none() {
+                self.first_caller = Some(Box::new(old));
+            }
+        }
+        let mut changed = false;
+        for (slot, new) in [(&mut self.caller_num, num), (&mut self.caller_name, name)] {
+            if let Some(v) = new {
+                if slot.as_deref() != Some(v) {
+                    *slot = Some(v.into());
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Caller ID as first seen.
+    pub fn first_caller(&self) -> (Option<&str>, Option<&str>) {
+        match &self.first_caller {
+            Some(c) => (c.num.as_deref(), c.name.as_deref()),
+            None => (self.caller_num.as_deref(), self.caller_name.as_deref()),
+        }
+    }
+
+    /// Caller ID as of this leg's first `DialBegin` (the current one if it never dialled).
+    pub fn dial_caller(&self) -> (Option<&str>, Option<&str>) {
+        match &self.dial_caller {
+            Some(c) => (c.num.as_deref(), c.name.as_deref()),
+            None => (self.caller_num.as_deref(), self.caller_name.as_deref()),
         }
     }
 

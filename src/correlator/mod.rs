@@ -31,8 +31,8 @@
 //! The whole state is `Clone` and self-contained, so it can be snapshotted and resumed (a
 //! clone fed the rest of the input produces exactly what the original would have).
 //!
-//! Modules: [`fields`] (one-pass AMI field extraction), [`channel`] / [`call`] (state),
-//! [`ami_events`] (AMI events → state), [`phone_match`] (callbacks), [`record_build`]
+//! Modules: `fields` (one-pass AMI field extraction), `channel` / `call` (state),
+//! `ami_events` (AMI events → state), `phone_match` (callbacks), `record_build`
 //! (state → [`CallRecord`]).
 
 mod ami_events;
@@ -333,7 +333,9 @@ impl Correlator {
                 if conv.qualifies() {
                     conv.started = true;
                     conv.dirty = false;
-                    conv.unqualified_callbacks = Vec::new();
+                    if let Some(x) = conv.extra.as_mut() {
+                        x.unqualified_callbacks = Vec::new();
+                    }
                     let rec = record_build::build(conv, &self.settings, false);
                     self.outbox.push(Output::CallStarted(rec));
                 }
@@ -428,11 +430,16 @@ impl Correlator {
                     self.sip_index.remove(sip);
                 }
             }
-            if let Some(ep) = &leg.endpoint {
+            if let Some(ep) = leg.endpoint() {
                 self.unindex_endpoint(ep, key);
             }
         }
         if conv.qualifies() {
+            if !conv.started {
+                // Consumers always see a call start before it completes.
+                let rec = record_build::build(&conv, &self.settings, false);
+                self.outbox.push(Output::CallStarted(rec));
+            }
             let rec = record_build::build(&conv, &self.settings, true);
             let expiry = now + self.settings.window;
             for leg in &conv.legs {
@@ -442,7 +449,8 @@ impl Correlator {
             }
             self.outbox.push(Output::CallCompleted(rec));
         } else {
-            self.orphan_unqualified(conv.unqualified_callbacks);
+            let raws = conv.extra.map(|x| x.unqualified_callbacks);
+            self.orphan_unqualified(raws.unwrap_or_default());
         }
     }
 
@@ -487,8 +495,8 @@ impl Correlator {
             return keep;
         };
         let leg_off = k.legs.len() as u32;
-        let transfer_off = k.transfers.len() as u32;
-        let phone_off = k.correlation.len() as u32;
+        let transfer_off = k.extra().transfers.len() as u32;
+        let phone_off = k.extra().correlation.len() as u32;
         let pbx = self.pbxs.entry(g.pbx.clone()).or_default();
         for (i, leg) in g.legs.iter().enumerate() {
             let r = LegRef {
@@ -506,14 +514,20 @@ impl Correlator {
                 k.linkedids.push(lid.clone());
             }
         }
-        let endpoints: Vec<Box<str>> = g.legs.iter().filter_map(|l| l.endpoint.clone()).collect();
+        let endpoints: Vec<Box<str>> = g
+            .legs
+            .iter()
+            .filter_map(|l| l.endpoint().map(Into::into))
+            .collect();
         k.legs.extend(g.legs);
         for mut step in g.timeline {
             if step.leg != call::NO_LEG {
                 step.leg += leg_off;
             }
             step.detail = match step.detail {
-                call::Detail::DialFrom(Some(i)) => call::Detail::DialFrom(Some(i + leg_off)),
+                call::Detail::DialFrom(i) if i != call::NO_LEG => {
+                    call::Detail::DialFrom(i + leg_off)
+                }
                 call::Detail::Transfer(i) => call::Detail::Transfer(i + transfer_off),
                 call::Detail::Phone(i) => call::Detail::Phone(i + phone_off),
                 other => other,
@@ -521,24 +535,27 @@ impl Correlator {
             k.timeline.push(step);
         }
         k.timeline.sort_by_key(|s| s.at);
-        k.transfers.extend(g.transfers);
-        k.correlation.extend(g.correlation);
-        for gap in g.gaps {
-            if !k.gaps.contains(&gap) {
-                k.gaps.push(gap);
+        if let Some(gx) = g.extra {
+            let kx = k.extra_mut();
+            kx.transfers.extend(gx.transfers);
+            kx.correlation.extend(gx.correlation);
+            for gap in gx.gaps {
+                if !kx.gaps.contains(&gap) {
+                    kx.gaps.push(gap);
+                }
             }
-        }
-        if k.originate.is_none() {
-            k.originate = g.originate;
-        }
-        if k.dial_request_id.is_none() {
-            k.dial_request_id = g.dial_request_id;
+            if kx.originate.is_none() {
+                kx.originate = gx.originate;
+            }
+            if kx.dial_request_id.is_none() {
+                kx.dial_request_id = gx.dial_request_id;
+            }
+            kx.unqualified_callbacks.extend(gx.unqualified_callbacks);
         }
         k.had_dial |= g.had_dial;
         k.live += g.live;
         k.last_hangup = k.last_hangup.max(g.last_hangup);
         k.last_event = k.last_event.max(g.last_event);
-        k.unqualified_callbacks.extend(g.unqualified_callbacks);
         k.dirty = true;
         let (live, last_hangup) = (k.live, k.last_hangup);
         let keep_id = k.id();

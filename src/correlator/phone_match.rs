@@ -382,7 +382,7 @@ impl Correlator {
                     continue;
                 };
                 for (i, leg) in conv.legs.iter().enumerate() {
-                    if leg.local || leg.endpoint.as_deref() != Some(ep.as_str()) {
+                    if leg.endpoint() != Some(ep.as_str()) {
                         continue;
                     }
                     if t < leg.started_at - w || leg.ended_at.is_some_and(|e| t > e + w) {
@@ -409,7 +409,7 @@ impl Correlator {
                         key,
                         i as u32,
                     );
-                    if best.as_ref().is_none_or_gt(&score) {
+                    if !matches!(&best, Some((b, _)) if *b <= score) {
                         best = Some((
                             score,
                             LegRef {
@@ -449,19 +449,22 @@ impl Correlator {
         let Some(conv) = self.convs.get_mut(&m.r.conv) else {
             return;
         };
-        let Some(leg) = conv.legs.get_mut(m.r.idx as usize) else {
+        let Some(leg) = conv.legs.get(m.r.idx as usize) else {
             return;
         };
         let phone = ext
-            .or_else(|| leg.endpoint.as_deref().map(str::to_string))
+            .or_else(|| leg.endpoint().map(str::to_string))
             .unwrap_or_else(|| peer.to_string());
         let event = cb.event.as_str();
-        let duplicate = conv.correlation.iter().any(|p| {
+        let duplicate = conv.extra().correlation.iter().any(|p| {
             p.phone == phone && p.event == event && p.uniqueid.as_deref() == Some(&leg.uniqueid)
         });
         if duplicate {
             return;
         }
+        let Some(leg) = conv.legs.get_mut(m.r.idx as usize) else {
+            return;
+        };
         let view = leg.phone.get_or_insert_with(Default::default);
         if cb.mac.is_some() {
             view.mac.clone_from(&cb.mac);
@@ -476,14 +479,23 @@ impl Correlator {
             view.call_handle.clone_from(&cb.call_id);
         }
         let uniqueid = leg.uniqueid.to_string();
-        let idx = conv.correlation.len() as u32;
-        conv.correlation.push(PhoneMatch {
+        let started = conv.started;
+        let x = conv.extra_mut();
+        let idx = x.correlation.len() as u32;
+        x.correlation.push(PhoneMatch {
             at: t,
             phone,
             event: event.to_string(),
             method: m.method.as_str().to_string(),
             uniqueid: Some(uniqueid),
         });
+        if !started {
+            x.unqualified_callbacks.push(RawCallback {
+                at: t,
+                peer: peer.into(),
+                target: target.into(),
+            });
+        }
         conv.push_step(Step {
             at: t,
             kind: StepKind::Phone,
@@ -491,13 +503,6 @@ impl Correlator {
             detail: Detail::Phone(idx),
         });
         conv.dirty = true;
-        if !conv.started {
-            conv.unqualified_callbacks.push(RawCallback {
-                at: t,
-                peer: peer.into(),
-                target: target.into(),
-            });
-        }
         self.touch(m.r.conv);
     }
 
@@ -529,7 +534,7 @@ impl Correlator {
                     seqs.extend(list);
                 }
             }
-            if let Some(e) = leg.endpoint.as_deref() {
+            if let Some(e) = leg.endpoint() {
                 if let Some(list) = self.pending.by_endpoint.get(e) {
                     seqs.extend(list);
                 }
@@ -616,8 +621,8 @@ fn record_party(conv: &super::call::Conversation, i: usize, remote: &str) -> boo
         }
         let mut nums = [
             other.caller_num.as_deref(),
-            other.first_caller_num.as_deref(),
-            other.endpoint.as_deref(),
+            other.first_caller().0,
+            other.endpoint(),
             other.exten.as_deref(),
         ]
         .into_iter()
@@ -626,24 +631,11 @@ fn record_party(conv: &super::call::Conversation, i: usize, remote: &str) -> boo
             return true;
         }
     }
-    conv.originate
+    conv.extra()
+        .originate
         .as_ref()
         .and_then(|o| o.exten.as_deref())
         .is_some_and(|e| same_number(remote, e))
-}
-
-/// `Option<&(score, _)>` is empty or its score is greater than `score`.
-trait NoneOrGt<S> {
-    fn is_none_or_gt(&self, score: &S) -> bool;
-}
-
-impl<S: Ord, T> NoneOrGt<S> for Option<&(S, T)> {
-    fn is_none_or_gt(&self, score: &S) -> bool {
-        match self {
-            None => true,
-            Some((s, _)) => s > score,
-        }
-    }
 }
 
 #[cfg(test)]

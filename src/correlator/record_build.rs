@@ -10,7 +10,7 @@
 //!
 //! The rules themselves are listed, with examples, in `docs/CORRELATION.md`.
 
-use super::call::{Conversation, Detail, StepKind};
+use super::call::{Conversation, Detail, StepKind, DIAL_STATUSES, NO_LEG, NO_REASON};
 use super::channel::Leg;
 use super::Settings;
 use crate::record::{self, CallRecord, Direction, Disposition, Party, Source, TimelineEntry};
@@ -81,7 +81,7 @@ pub(super) fn looks_like_trunk(context: Option<&str>, endpoint: &str) -> bool {
 
 /// A leg whose endpoint is a trunk (see `docs/CORRELATION.md`, "Trunks").
 pub(super) fn is_trunk(s: &Settings, leg: &Leg) -> bool {
-    let Some(ep) = leg.endpoint.as_deref() else {
+    let Some(ep) = leg.endpoint() else {
         return false;
     };
     if s.trunks.contains(ep) {
@@ -143,7 +143,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
             Some(o)
         }
     });
-    let originated = conv.originate.is_some()
+    let originated = conv.extra().originate.is_some()
         || origin.is_some_and(|o| legs[o].originated)
         || from_idx.is_some_and(|f| legs[f].originated);
     let dialled: Vec<usize> = legs
@@ -173,39 +173,37 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
             let ext = if is_trunk(s, l) {
                 None
             } else {
-                text(&l.endpoint)
+                l.endpoint().map(str::to_string)
             };
             let (number, name) = if originated {
                 // Click-to-call: the phone that rang first is the caller, whatever caller ID
                 // the Originate presented to it.
-                (
-                    ext.clone().or_else(|| text(&l.first_caller_num)),
-                    text(&l.first_caller_name),
-                )
-            } else if l.has_dialled {
-                (text(&l.dial_caller_num), text(&l.dial_caller_name))
+                let (num, name) = l.first_caller();
+                (ext.as_deref().or(num), name)
             } else {
-                (
-                    text(&l.caller_num).or_else(|| text(&l.first_caller_num)),
-                    text(&l.caller_name).or_else(|| text(&l.first_caller_name)),
-                )
+                l.dial_caller()
             };
             Party {
-                number: number.or_else(|| ext.clone()),
-                name,
+                number: number.map(str::to_string).or_else(|| ext.clone()),
+                name: name.map(str::to_string),
                 extension: ext,
             }
         }
         None => Party::default(),
     };
     let to_number = conv
+        .extra()
         .originate
         .as_ref()
         .filter(|_| originated)
         .and_then(|o| text(&o.exten))
         .or_else(|| origin.and_then(|o| text(&legs[o].exten)))
         .or_else(|| from_leg.and_then(|l| text(&l.exten)))
-        .or_else(|| dialled.first().and_then(|&i| text(&legs[i].endpoint)));
+        .or_else(|| {
+            dialled
+                .first()
+                .and_then(|&i| legs[i].endpoint().map(str::to_string))
+        });
 
     let direction = match from_leg {
         None => Direction::Unknown,
@@ -222,7 +220,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
     let phone_endpoints: Vec<&str> = dialled
         .iter()
         .filter(|&&i| !is_trunk(s, &legs[i]))
-        .filter_map(|&i| legs[i].endpoint.as_deref())
+        .filter_map(|&i| legs[i].endpoint())
         .collect();
     let only_phone = match phone_endpoints.first() {
         Some(first) if phone_endpoints.iter().all(|e| e == first) => Some(first.to_string()),
@@ -238,7 +236,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
             }),
         extension: answered_leg
             .filter(|&i| !is_trunk(s, &legs[i]))
-            .and_then(|i| text(&legs[i].endpoint))
+            .and_then(|i| legs[i].endpoint().map(str::to_string))
             .or(only_phone)
             .or_else(|| {
                 to_number
@@ -250,14 +248,14 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
         if direction == Direction::Outbound {
             to_number.clone()
         } else {
-            text(&legs[i].endpoint)
+            legs[i].endpoint().map(str::to_string)
         }
     });
 
     // Disposition.
     let disposition = if answered_at.is_some() {
         Disposition::Answered
-    } else if originated && conv.originate.as_ref().is_some_and(|o| !o.success) {
+    } else if originated && conv.extra().originate.as_ref().is_some_and(|o| !o.success) {
         Disposition::Failed
     } else {
         let outcome = if dialled.is_empty() {
@@ -300,7 +298,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
         .map(|(i, l)| record::Leg {
             channel: l.channel.to_string(),
             uniqueid: l.uniqueid.to_string(),
-            endpoint: text(&l.endpoint),
+            endpoint: l.endpoint().map(str::to_string),
             sip_call_id: text(&l.sip_call_id),
             phone: l.phone.as_deref().cloned(),
             started_at: Some(l.started_at),
@@ -330,11 +328,11 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
         missed,
         answered_by,
         legs: record_legs,
-        transfers: conv.transfers.clone(),
+        transfers: conv.extra().transfers.clone(),
         timeline: timeline(conv),
-        correlation: conv.correlation.clone(),
-        gaps: conv.gaps.clone(),
-        dial_request_id: text(&conv.dial_request_id),
+        correlation: conv.extra().correlation.clone(),
+        gaps: conv.extra().gaps.clone(),
+        dial_request_id: text(&conv.extra().dial_request_id),
         complete,
     }
 }
@@ -349,21 +347,8 @@ fn leg_missed(s: &Settings, l: &Leg, call_answered: Option<DateTime<Utc>>) -> bo
     l.answered_at.is_none()
         && !is_trunk(s, l)
         && l.hangup_cause != Some(26)
-        && call_answered.is_none_or_after(ended)
+        && !matches!(call_answered, Some(a) if a <= ended)
         && leg_outcome(l) == Outcome::NoAnswer
-}
-
-trait NoneOrAfter {
-    fn is_none_or_after(&self, t: DateTime<Utc>) -> bool;
-}
-
-impl NoneOrAfter for Option<DateTime<Utc>> {
-    fn is_none_or_after(&self, t: DateTime<Utc>) -> bool {
-        match self {
-            None => true,
-            Some(a) => *a > t,
-        }
-    }
 }
 
 /// The compact timeline as record entries.
@@ -374,7 +359,7 @@ fn timeline(conv: &Conversation) -> Vec<TimelineEntry> {
         .iter()
         .map(|step| {
             if let (StepKind::Phone, Detail::Phone(i)) = (step.kind, &step.detail) {
-                if let Some(p) = conv.correlation.get(*i as usize) {
+                if let Some(p) = conv.extra().correlation.get(*i as usize) {
                     return TimelineEntry {
                         at: step.at,
                         source: Source::Phone,
@@ -390,9 +375,15 @@ fn timeline(conv: &Conversation) -> Vec<TimelineEntry> {
                 }
                 Detail::None | Detail::Phone(_) => None,
                 Detail::State(st) => Some(state_name(*st).to_string()),
-                Detail::DialFrom(Some(i)) => channel(*i).map(|c| format!("from {c}")),
-                Detail::DialFrom(None) => Some("originate".to_string()),
-                Detail::DialStatus(st) => Some(st.to_string()),
+                Detail::DialFrom(NO_LEG) => Some("originate".to_string()),
+                Detail::DialFrom(i) => channel(*i).map(|c| format!("from {c}")),
+                Detail::DialStatus(code) => match DIAL_STATUSES.get(*code as usize) {
+                    Some(st) => Some(st.to_string()),
+                    None => conv
+                        .legs
+                        .get(step.leg as usize)
+                        .and_then(|l| text(&l.dial_status)),
+                },
                 Detail::Cause(c) => {
                     let txt = conv
                         .legs
@@ -408,14 +399,19 @@ fn timeline(conv: &Conversation) -> Vec<TimelineEntry> {
                 Detail::Originate { success, reason } => Some(format!(
                     "{}{}{}",
                     if *success { "Success" } else { "Failure" },
-                    reason.map(|r| format!(", reason {r}")).unwrap_or_default(),
-                    conv.originate
+                    if *reason == NO_REASON {
+                        String::new()
+                    } else {
+                        format!(", reason {reason}")
+                    },
+                    conv.extra()
+                        .originate
                         .as_ref()
                         .and_then(|o| o.action_id.as_deref())
                         .map(|a| format!(", ActionID {a}"))
                         .unwrap_or_default()
                 )),
-                Detail::Transfer(i) => conv.transfers.get(*i as usize).map(|t| {
+                Detail::Transfer(i) => conv.extra().transfers.get(*i as usize).map(|t| {
                     format!(
                         "{} by {} to {}{}",
                         t.kind,
