@@ -25,7 +25,10 @@ use crate::phone::registry::PhoneRegistry;
 use crate::store::Store;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// How many unmatched phone callbacks the API keeps (the newest).
+pub const ORPHANS_KEPT: usize = 1000;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,8 +48,9 @@ pub struct Service {
     pub callback_stats: Arc<CallbackStats>,
     /// Where merged call records are kept.
     pub store: Store,
-    /// Phone callbacks that matched no call, as the correlator last reported them.
-    pub orphans: Arc<Mutex<Vec<OrphanCallback>>>,
+    /// The latest phone callbacks that matched no call (at most [`ORPHANS_KEPT`]; all of them
+    /// stay in the journal).
+    pub orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     consumer: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -98,7 +102,8 @@ impl Service {
             active_uri = active_uri.with_notify(ami.clone());
         }
         let callback_stats = Arc::new(CallbackStats::default());
-        let orphans = Arc::new(Mutex::new(correlator.orphans().to_vec()));
+        let orphans = Arc::new(Mutex::new(VecDeque::new()));
+        keep_orphans(&mut correlator, &orphans);
         let listener = crate::http::bind(settings.http.listen)
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", settings.http.listen))?;
@@ -241,11 +246,10 @@ async fn consume(
     mut rx: mpsc::Receiver<JournalEntry>,
     mut correlator: Correlator,
     store: Store,
-    orphans: Arc<Mutex<Vec<OrphanCallback>>>,
+    orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut orphan_count = correlator.orphans().len();
     loop {
         let outputs = tokio::select! {
             entry = rx.recv() => match entry {
@@ -266,10 +270,23 @@ async fn consume(
                 tracing::error!(id = %record.id, error = %e, "storing a call record failed");
             }
         }
-        if correlator.orphans().len() != orphan_count {
-            orphan_count = correlator.orphans().len();
-            *orphans.lock().unwrap_or_else(|p| p.into_inner()) = correlator.orphans().to_vec();
+        keep_orphans(&mut correlator, &orphans);
+    }
+}
+
+/// Moves new orphan callbacks out of the correlator into the API's bounded list. Draining
+/// (rather than copying the whole list) keeps a flood of unmatched callbacks linear.
+fn keep_orphans(correlator: &mut Correlator, orphans: &Mutex<VecDeque<OrphanCallback>>) {
+    let new = correlator.take_orphans();
+    if new.is_empty() {
+        return;
+    }
+    let mut kept = orphans.lock().unwrap_or_else(|p| p.into_inner());
+    for orphan in new {
+        if kept.len() == ORPHANS_KEPT {
+            kept.pop_front();
         }
+        kept.push_back(orphan);
     }
 }
 

@@ -31,7 +31,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// At most this many callbacks wait for their call at once (about 1,000 callbacks/s for the
+/// whole match window); beyond that the oldest gets its last try early.
+pub const MAX_PENDING_CALLBACKS: usize = 10_000;
 
 /// A phone callback that matched no call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -101,8 +105,8 @@ pub(super) struct Pending {
     items: BTreeMap<u64, PendingCallback>,
     next: u64,
     /// Lookup only, never iterated.
-    by_call_id: HashMap<Box<str>, Vec<u64>>,
-    by_endpoint: HashMap<Box<str>, Vec<u64>>,
+    by_call_id: HashMap<Box<str>, BTreeSet<u64>>,
+    by_endpoint: HashMap<Box<str>, BTreeSet<u64>>,
 }
 
 impl Pending {
@@ -118,22 +122,24 @@ impl Pending {
         let seq = self.next;
         self.next += 1;
         if let Some(c) = &p.call_id {
-            self.by_call_id.entry(c.clone()).or_default().push(seq);
+            self.by_call_id.entry(c.clone()).or_default().insert(seq);
         }
         for e in &p.endpoints {
             self.by_endpoint
                 .entry(e.as_str().into())
                 .or_default()
-                .push(seq);
+                .insert(seq);
         }
         self.items.insert(seq, p);
     }
 
     fn remove(&mut self, seq: u64) -> Option<PendingCallback> {
         let p = self.items.remove(&seq)?;
-        fn unfile(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, seq: u64) {
+        fn unfile(map: &mut HashMap<Box<str>, BTreeSet<u64>>, key: &str, seq: u64) {
+            // A set, not a list: one phone flooding callbacks must not make each removal
+            // scan all of its pending callbacks (that was quadratic under load).
             if let Some(list) = map.get_mut(key) {
-                list.retain(|s| *s != seq);
+                list.remove(&seq);
                 if list.is_empty() {
                     map.remove(key);
                 }
@@ -263,6 +269,16 @@ impl Correlator {
                 reason,
             });
             return;
+        }
+        // Bounded: a phone (or anything else allowed to call back) flooding callbacks that
+        // match nothing must not grow memory without limit; the oldest gives up early.
+        while self.pending.items.len() >= MAX_PENDING_CALLBACKS {
+            let Some((&seq, _)) = self.pending.items.first_key_value() else {
+                break;
+            };
+            if let Some(p) = self.pending.remove(seq) {
+                self.settle_expired(p);
+            }
         }
         let endpoints = self.callback_endpoints(&cb, ext.as_deref());
         self.pending.push(PendingCallback {
@@ -566,23 +582,28 @@ impl Correlator {
             let Some(p) = self.pending.remove(seq) else {
                 break;
             };
-            if let Some(m) = self.try_match(&p.cb, p.ext.as_deref(), p.at, true, None) {
-                self.apply_match(m, &p.cb, p.ext, p.at, &p.peer, &p.target);
-                continue;
-            }
-            let reason = match p.cb.call_id.as_deref().and_then(|c| self.recent.get(c)) {
-                Some(id) => OrphanReason::LateForCompletedCall { id: id.to_string() },
-                None => OrphanReason::NoMatchingCall,
-            };
-            self.orphans.push(OrphanCallback {
-                at: p.at,
-                peer: p.peer.into(),
-                target: p.target.into(),
-                extension: p.ext,
-                callback: p.cb,
-                reason,
-            });
+            self.settle_expired(p);
         }
+    }
+
+    /// A pending callback's last try against every call; an orphan when nothing matches.
+    fn settle_expired(&mut self, p: PendingCallback) {
+        if let Some(m) = self.try_match(&p.cb, p.ext.as_deref(), p.at, true, None) {
+            self.apply_match(m, &p.cb, p.ext, p.at, &p.peer, &p.target);
+            return;
+        }
+        let reason = match p.cb.call_id.as_deref().and_then(|c| self.recent.get(c)) {
+            Some(id) => OrphanReason::LateForCompletedCall { id: id.to_string() },
+            None => OrphanReason::NoMatchingCall,
+        };
+        self.orphans.push(OrphanCallback {
+            at: p.at,
+            peer: p.peer.into(),
+            target: p.target.into(),
+            extension: p.ext,
+            callback: p.cb,
+            reason,
+        });
     }
 
     /// Callbacks matched to channel activity that never became a call record.

@@ -86,16 +86,12 @@ pub async fn csv(
     ))
 }
 
-/// Phone callbacks that matched no call.
+/// The latest phone callbacks that matched no call (oldest first).
 pub async fn orphans(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<OrphanCallback>>, ApiError> {
     state.tokens.require(&headers, Scope::Read)?;
-    let list = state
-        .orphans
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    Ok(Json(list))
+    let kept = state.orphans.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(kept.iter().cloned().collect()))
 }

@@ -34,7 +34,8 @@ pub struct AppState {
     pub callbacks: Arc<CallbackPolicy>,
     pub callback_stats: Arc<CallbackStats>,
     pub store: crate::store::Store,
-    pub orphans: Arc<std::sync::Mutex<Vec<crate::correlator::OrphanCallback>>>,
+    pub orphans:
+        Arc<std::sync::Mutex<std::collections::VecDeque<crate::correlator::OrphanCallback>>>,
 }
 
 /// The routes.
