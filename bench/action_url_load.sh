@@ -6,6 +6,8 @@
 #
 # Prints wrk's report with latency percentiles (p99 included). On this project's 2-core
 # machine wrk and the server share the cores, so the figure is a floor, not a ceiling.
+# PIN=1 puts the server (one tokio worker) on core 0 and wrk on core 1, so they do not
+# preempt each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
@@ -28,10 +30,16 @@ address = "127.0.0.1:18101"
 vendor = "yealink"
 mac = "001565aabb01"
 TOML
-./target/release/ctibridge serve --config "$work/ctibridge.toml" &
+server=(./target/release/ctibridge serve --config "$work/ctibridge.toml")
+load=(wrk -t2)
+if [ "${PIN:-0}" = 1 ]; then
+  server=(env TOKIO_WORKER_THREADS=1 taskset -c 0 "${server[@]}")
+  load=(taskset -c 1 wrk -t1)
+fi
+"${server[@]}" &
 pid=$!
 for _ in $(seq 50); do curl -fsS http://127.0.0.1:18080/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 url='http://127.0.0.1:18080/action-url/call_established?mac=001565aabb01&ip=127.0.0.1&model=SIP-T46S&firmware=66.86.0.15&active_user=101&active_host=pbx&local=101&remote=%2B15550100&display_local=Alice&display_remote=Bob&call_id=33093'
-wrk -t2 -c"$connections" -d"$duration" --latency "$url"
+"${load[@]}" -c"$connections" -d"$duration" --latency "$url"
 kill -INT "$pid"; wait "$pid" || true
 echo "journal lines written: $(cat "$work"/journal/*.jsonl | wc -l)"

@@ -1084,3 +1084,19 @@ fn disposition_of_a_busy_ring_group_member_and_a_no_answer() {
         "only the member that rang out missed it"
     );
 }
+
+#[test]
+fn a_flood_of_unmatched_callbacks_stays_bounded() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    let t0 = t0();
+    let n = super::phone_match::MAX_PENDING_CALLBACKS + 5;
+    for i in 0..n {
+        let target = format!("/action-url/call_established?active_user=101&remote=102&call_id={i}");
+        c.handle(&phone(t0, &target));
+    }
+    assert_eq!(
+        c.pending_callbacks(),
+        super::phone_match::MAX_PENDING_CALLBACKS
+    );
+    assert_eq!(c.orphans().len(), 5, "the oldest gave up early, as orphans");
+}
