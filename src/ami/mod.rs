@@ -12,3 +12,21 @@ pub mod backoff;
 pub mod client;
 
 pub use client::{AmiClient, AmiClientOptions, AmiError, AmiHandle, AmiResponse, LinkStatus};
+
+/// Key prefixes of the channel snapshot blocks an event may carry (ami.md §2): `""` is the
+/// event's own channel; multi-channel events repeat the whole block with a prefix, e.g.
+/// `DestUniqueid`, `TransfererChannel`, `DestChanVariable`. Order matters to users that index
+/// into it (the correlator uses the first nine).
+pub const SNAPSHOT_PREFIXES: [&str; 11] = [
+    "",
+    "Dest",
+    "Transferer",
+    "Transferee",
+    "OrigTransferer",
+    "SecondTransferer",
+    "TransferTarget",
+    "LocalOne",
+    "LocalTwo",
+    "Spyer",
+    "Spyee",
+];

@@ -25,18 +25,12 @@ pub(super) const LOCAL_ONE: usize = 7;
 pub(super) const LOCAL_TWO: usize = 8;
 const SNAPSHOTS: usize = 9;
 
-/// Key prefixes of the snapshots above, in the same order (`""` is the event's own channel).
-const PREFIXES: [&str; SNAPSHOTS] = [
-    "",
-    "Dest",
-    "Transferer",
-    "Transferee",
-    "OrigTransferer",
-    "SecondTransferer",
-    "TransferTarget",
-    "LocalOne",
-    "LocalTwo",
-];
+/// Key prefixes of the snapshots above, in the same order (`""` is the event's own channel):
+/// the first entries of the AMI list (Spyer/Spyee are not followed).
+const PREFIXES: &[&str] = {
+    let (followed, _) = crate::ami::SNAPSHOT_PREFIXES.split_at(SNAPSHOTS);
+    followed
+};
 
 /// The channel variable the dialplan fills with the leg's SIP Call-ID (see the fixtures README).
 pub(super) const SIPCALLID_VAR: &str = "SIPCALLID";

@@ -730,20 +730,6 @@ const SNAPSHOT_KEYS: [&str; 15] = [
     "Tenantid",
 ];
 
-/// Prefixes of the repeated snapshot blocks in multi-channel events (ami.md §2).
-const SNAPSHOT_PREFIXES: [&str; 11] = [
-    "",
-    "Dest",
-    "Transferer",
-    "Transferee",
-    "OrigTransferer",
-    "SecondTransferer",
-    "TransferTarget",
-    "LocalOne",
-    "LocalTwo",
-    "Spyer",
-    "Spyee",
-];
 
 /// One live channel as `CoreShowChannels` reports it.
 struct LiveChannel {
@@ -823,7 +809,7 @@ fn track_channels(channels: &mut Vec<LiveChannel>, msg: &AmiMessage) {
             }
         }
     }
-    for prefix in SNAPSHOT_PREFIXES {
+    for prefix in crate::ami::SNAPSHOT_PREFIXES {
         let Some(uid) = msg.get(&format!("{prefix}Uniqueid")) else {
             continue;
         };
