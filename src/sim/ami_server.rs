@@ -730,7 +730,6 @@ const SNAPSHOT_KEYS: [&str; 15] = [
     "Tenantid",
 ];
 
-
 /// One live channel as `CoreShowChannels` reports it.
 struct LiveChannel {
     uniqueid: String,
