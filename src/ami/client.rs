@@ -487,7 +487,9 @@ impl AmiClient {
                     Ok(r) => r?,
                 };
             session.last_seen = at;
-            if msg.kind() == MessageKind::Response && msg.action_id() == Some(id) {
+            if let Some(msg) =
+                msg.filter(|m| m.kind() == MessageKind::Response && m.action_id() == Some(id))
+            {
                 return Ok(msg);
             }
         }
@@ -519,7 +521,9 @@ impl AmiClient {
                 m = self.inlet.next_message(reader) => {
                     let (msg, at) = m?;
                     session.last_seen = at;
-                    session.route(&msg);
+                    if let Some(msg) = msg {
+                        session.route(&msg);
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     session.expire();
@@ -577,7 +581,9 @@ impl AmiClient {
                 m = self.inlet.next_message(reader) => {
                     let (msg, at) = m?;
                     session.last_seen = at;
-                    session.route(&msg);
+                    if let Some(msg) = msg {
+                        session.route(&msg);
+                    }
                 }
                 Some(req) = self.requests.recv() => {
                     let id = self.new_action_id();
@@ -746,11 +752,14 @@ struct Inlet {
 
 impl Inlet {
     /// Reads the next message and journals it before anyone looks at it; malformed frames
-    /// are counted, logged and skipped. Cancel-safe: the only await is `FramedRead::next`.
+    /// are counted, logged and skipped. Returns the receive time, and the message itself only
+    /// when it carries an `ActionID` (only those can answer one of our actions): most events
+    /// go to the journal without a second copy. Cancel-safe: the only await is
+    /// `FramedRead::next`.
     async fn next_message(
         &self,
         reader: &mut FramedRead<OwnedReadHalf, AmiCodec>,
-    ) -> Result<(AmiMessage, DateTime<Utc>), SessionError> {
+    ) -> Result<(Option<AmiMessage>, DateTime<Utc>), SessionError> {
         loop {
             let frame = match reader.next().await {
                 None => return Err(SessionError::Closed),
@@ -761,14 +770,15 @@ impl Inlet {
             match frame {
                 AmiFrame::Message(msg) => {
                     self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                    let routable = msg.action_id().is_some().then(|| msg.clone());
                     self.ingest.submit(JournalEntry {
                         t: now,
                         input: Input::Ami {
                             pbx: self.pbx.clone(),
-                            msg: msg.clone(),
+                            msg,
                         },
                     });
-                    return Ok((msg, now));
+                    return Ok((routable, now));
                 }
                 AmiFrame::Banner(b) => {
                     tracing::warn!(pbx = %self.pbx, banner = %String::from_utf8_lossy(&b), "unexpected second banner");
