@@ -78,8 +78,7 @@ impl Ingest {
 
     /// Journals `entry`, then forwards it to the consumer without waiting (see module docs).
     pub fn submit(&self, entry: JournalEntry) {
-        self.journal
-            .append_then(&entry, || self.forward(entry.clone()));
+        self.journal.append_then(entry, |entry| self.forward(entry));
         self.stats.journaled.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -145,6 +145,16 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// One entry as a JSON line, in this thread's recycled buffer (outside the journal lock).
+fn serialize(entry: &JournalEntry) -> Vec<u8> {
+    let mut line = SCRATCH
+        .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
+        .unwrap_or_default();
+    line.clear();
+    entry.write_json_line(&mut line);
+    line
+}
+
 /// Lock ignoring poisoning: a panic in an `append_then` callback must not make the journal
 /// unusable (the buffer is consistent: it is only extended by whole lines before `then` runs).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,7 +217,7 @@ impl Journal {
 
     /// Queues `entry` for the next commit. Never waits for the disk.
     pub fn append(&self, entry: &JournalEntry) {
-        self.append_then(entry, || ());
+        self.push_then(serialize(entry), || ());
     }
 
     /// Queues `entry` and runs `then` while still holding the journal's lock.
@@ -219,14 +229,17 @@ impl Journal {
     /// blocks every other appender) and never append to the same journal from inside it
     /// (that deadlocks).
     ///
+    /// `then` receives the entry itself (it was serialised before the lock was taken), so a
+    /// caller can forward it without a copy.
+    ///
     /// After [`Journal::close`] the entry is dropped (logged, counted) but `then` still runs.
-    pub fn append_then<R>(&self, entry: &JournalEntry, then: impl FnOnce() -> R) -> R {
-        let mut line = SCRATCH
-            .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
-            .unwrap_or_default();
-        line.clear();
-        entry.write_json_line(&mut line);
+    pub fn append_then<R>(&self, entry: JournalEntry, then: impl FnOnce(JournalEntry) -> R) -> R {
+        let line = serialize(&entry);
+        self.push_then(line, move || then(entry))
+    }
 
+    /// Appends one serialised line under the lock, runs `then`, and recycles the buffer.
+    fn push_then<R>(&self, line: Vec<u8>, then: impl FnOnce() -> R) -> R {
         let shared = &self.handle.shared;
         let result = {
             let mut st = lock(&shared.state);
@@ -905,8 +918,7 @@ mod tests {
                     start.wait();
                     for i in 0..500 {
                         let e = phone(t * 1000 + i);
-                        let forwarded = e.clone();
-                        let r = journal.append_then(&e, || {
+                        let r = journal.append_then(e, |forwarded| {
                             // A consumer hand-off that takes a moment: gives other threads
                             // every chance to overtake if `then` ran outside the lock.
                             std::thread::yield_now();
@@ -935,7 +947,7 @@ mod tests {
         let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         journal.append(&phone(1));
         journal.close().unwrap();
-        assert_eq!(journal.append_then(&phone(2), || 7), 7);
+        assert_eq!(journal.append_then(phone(2), |_| 7), 7);
         let stats = journal.stats();
         assert_eq!(stats.appended_entries, 1);
         assert_eq!(stats.synced_entries, 1);
