@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ctibridge::ami::{AmiClient, AmiClientOptions, AmiMessage};
-use ctibridge::config::{ActiveUriSettings, AmiAuth, PhoneSettings, PhoneTransport, PhoneVendor};
+use ctibridge::config::{ActiveUriSettings, PhoneSettings, PhoneTransport, PhoneVendor};
 use ctibridge::ingest::Ingest;
 use ctibridge::journal::{Journal, JournalOptions};
 use ctibridge::phone::client::{
@@ -710,20 +710,8 @@ async fn ami_with_notify() -> (
     let shutdown = CancellationToken::new();
     let (handle, _task) = AmiClient::spawn(
         AmiClientOptions {
-            pbx: Arc::from("test"),
-            address: server.local_addr().to_string(),
-            username: "bridge".into(),
-            secret: "s3cret".into(),
-            auth: AmiAuth::Md5,
             events: "off".into(),
-            connect_timeout: Duration::from_secs(2),
-            login_timeout: Duration::from_secs(2),
-            ping_interval: Duration::from_secs(30),
-            ping_timeout: Duration::from_secs(2),
-            reconnect_initial: Duration::from_millis(50),
-            reconnect_max: Duration::from_millis(400),
-            max_message_bytes: 1 << 20,
-            unseen_since: None,
+            ..common::ami_options(server.local_addr())
         },
         ingest,
         shutdown.clone(),

@@ -16,22 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod common;
 
 fn options(addr: std::net::SocketAddr) -> AmiClientOptions {
-    AmiClientOptions {
-        pbx: Arc::from("test"),
-        address: addr.to_string(),
-        username: "bridge".into(),
-        secret: "s3cret".into(),
-        auth: AmiAuth::Md5,
-        events: "on".into(),
-        connect_timeout: Duration::from_secs(2),
-        login_timeout: Duration::from_secs(2),
-        ping_interval: Duration::from_secs(30),
-        ping_timeout: Duration::from_secs(2),
-        reconnect_initial: Duration::from_millis(50),
-        reconnect_max: Duration::from_millis(400),
-        max_message_bytes: 1 << 20,
-        unseen_since: None,
-    }
+    common::ami_options(addr)
 }
 
 /// Waits until the journal holds every message the server wrote (plus `extra` gap entries)

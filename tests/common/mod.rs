@@ -1,8 +1,11 @@
 //! Helpers shared by the scenario tests (each test file includes this with `mod common;`).
 #![allow(dead_code)]
 
+use ctibridge::ami::AmiClientOptions;
+use ctibridge::config::AmiAuth;
 use ctibridge::sim::ami_server::{AmiServer, AmiServerConfig};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The brief's recorded AMI traffic, checked out beside the repository. Tests fail (not skip)
@@ -50,4 +53,25 @@ pub async fn ami_server(secret: &str, require_md5: bool) -> AmiServer {
     )
     .await
     .expect("simulated AMI server starts")
+}
+
+/// AMI client options for a test against [`ami_server`] (`bridge` / `s3cret`, MD5): short
+/// timeouts and back-off, Ping rare enough not to interfere.
+pub fn ami_options(addr: std::net::SocketAddr) -> AmiClientOptions {
+    AmiClientOptions {
+        pbx: Arc::from("test"),
+        address: addr.to_string(),
+        username: "bridge".into(),
+        secret: "s3cret".into(),
+        auth: AmiAuth::Md5,
+        events: "on".into(),
+        connect_timeout: Duration::from_secs(2),
+        login_timeout: Duration::from_secs(2),
+        ping_interval: Duration::from_secs(30),
+        ping_timeout: Duration::from_secs(2),
+        reconnect_initial: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(400),
+        max_message_bytes: 1 << 20,
+        unseen_since: None,
+    }
 }
