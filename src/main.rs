@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio_util::codec::FramedRead;
 
+/// mimalloc instead of the system allocator: under phone-callback load glibc's malloc spent
+/// about 15% of the server's CPU (free-list consolidation across worker threads); mimalloc's
+/// per-thread heaps cut that (figures in `bench/action_url_load.sh` notes). Set here, in the
+/// binary, so the library and its benches (which install a counting allocator) are unaffected.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ctibridge",

@@ -16,13 +16,17 @@ use super::AppState;
 use crate::journal::{truncate_to_micros, Input, JournalEntry};
 use crate::phone::action_url::parse_callback;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::Utc;
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The largest POST body (form variables) read from a phone; the rest is ignored.
+const MAX_POST_BODY: usize = 1024 * 1024;
 
 /// Who may send callbacks.
 #[derive(Clone, Debug)]
@@ -57,9 +61,7 @@ pub async fn without_secret(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(event): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> impl IntoResponse {
     if state.callbacks.path_secret.is_some() {
         state
@@ -69,7 +71,7 @@ pub async fn without_secret(
         tracing::warn!(%peer, "phone callback without the path secret refused");
         return (StatusCode::FORBIDDEN, "forbidden\n");
     }
-    receive(&state, peer, &event, &uri, &headers, &body)
+    receive(&state, peer, &event, request).await
 }
 
 /// `/action-url/{secret}/{event}`.
@@ -77,9 +79,7 @@ pub async fn with_secret(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((secret, event)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> impl IntoResponse {
     let ok = state
         .callbacks
@@ -94,16 +94,14 @@ pub async fn with_secret(
         tracing::warn!(%peer, "phone callback with a wrong path secret refused");
         return (StatusCode::FORBIDDEN, "forbidden\n");
     }
-    receive(&state, peer, &event, &uri, &headers, &body)
+    receive(&state, peer, &event, request).await
 }
 
-fn receive(
+async fn receive(
     state: &AppState,
     peer: SocketAddr,
     event: &str,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
+    request: Request,
 ) -> (StatusCode, &'static str) {
     if !state.callbacks.allows(peer.ip()) {
         state
@@ -113,19 +111,38 @@ fn receive(
         tracing::warn!(%peer, "phone callback from outside action_url.allowed_networks refused");
         return (StatusCode::FORBIDDEN, "forbidden\n");
     }
-    let mut target: Vec<u8> = match headers.get(RAW_TARGET_HEADER) {
-        Some(raw) => raw.as_bytes().to_vec(),
-        None => uri
+    // The request is taken whole (not through the `Uri`/`HeaderMap` extractors, which clone)
+    // because this is the hot path of ingest.
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_POST_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "phone callback body unreadable or over 1 MiB; ignored");
+            Bytes::new()
+        }
+    };
+    let raw_target: &[u8] = match parts.headers.get(RAW_TARGET_HEADER) {
+        Some(raw) => raw.as_bytes(),
+        None => parts
+            .uri
             .path_and_query()
             .map(|pq| pq.as_str())
             .unwrap_or("/")
-            .as_bytes()
-            .to_vec(),
+            .as_bytes(),
     };
-    if !body.is_empty() {
-        target.push(if target.contains(&b'?') { b'&' } else { b'?' });
-        target.extend_from_slice(body);
-    }
+    let target: Cow<'_, [u8]> = if body.is_empty() {
+        Cow::Borrowed(raw_target)
+    } else {
+        let mut joined = Vec::with_capacity(raw_target.len() + 1 + body.len());
+        joined.extend_from_slice(raw_target);
+        joined.push(if raw_target.contains(&b'?') {
+            b'&'
+        } else {
+            b'?'
+        });
+        joined.extend_from_slice(&body);
+        Cow::Owned(joined)
+    };
     let t = truncate_to_micros(Utc::now());
     state.ingest.submit(JournalEntry {
         t,

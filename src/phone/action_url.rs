@@ -103,6 +103,7 @@
 //! [`number_of`] extracts the user part for matching.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
@@ -638,6 +639,38 @@ fn squash(s: &str) -> String {
         .collect()
 }
 
+/// [`squash`] without allocating, for the usual case: event and parameter names are short
+/// ASCII. Writes into `buf` and returns the squashed text, or `None` when `s` is not ASCII or
+/// its squashed form does not fit (the caller then uses [`squash`]). Both give the same
+/// result wherever this one answers: for ASCII, `is_alphanumeric` and `to_lowercase` are
+/// their ASCII versions. This runs twice per phone callback (receiver and correlator), so it
+/// is on the ingest hot path.
+fn squash_ascii<'b>(s: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+    let mut n = 0;
+    for &b in s.as_bytes() {
+        if !b.is_ascii() {
+            return None;
+        }
+        if b.is_ascii_alphanumeric() {
+            *buf.get_mut(n)? = b.to_ascii_lowercase();
+            n += 1;
+        }
+    }
+    // Only ASCII alphanumerics were written.
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// Squashes `s` into `buf` when it can, else into `spill`; returns the squashed text.
+fn squash_with<'a>(s: &str, buf: &'a mut [u8; 64], spill: &'a mut String) -> &'a str {
+    match squash_ascii(s, buf) {
+        Some(k) => k,
+        None => {
+            *spill = squash(s);
+            spill.as_str()
+        }
+    }
+}
+
 /// Squashed alias → event, built once.
 fn event_aliases() -> &'static HashMap<String, &'static ActionUrlEvent> {
     static MAP: OnceLock<HashMap<String, &'static ActionUrlEvent>> = OnceLock::new();
@@ -678,7 +711,8 @@ fn lookup_event(name: &str) -> Option<&'static ActionUrlEvent> {
     if let Some(dot) = s.rfind('.') {
         s = &s[dot + 1..];
     }
-    let key = squash(s);
+    let (mut buf, mut spill) = ([0u8; 64], String::new());
+    let key = squash_with(s, &mut buf, &mut spill);
     if key.is_empty() {
         return None;
     }
@@ -687,7 +721,7 @@ fn lookup_event(name: &str) -> Option<&'static ActionUrlEvent> {
         .strip_prefix("action")
         .map(|k| k.strip_suffix("url").unwrap_or(k));
     let candidates = [
-        Some(key.as_str()),
+        Some(key),
         // Yealink Web-UI names: AUIncomingCall
         key.strip_prefix("au"),
         // action_url_incoming_call
@@ -765,7 +799,8 @@ enum Field {
 impl Field {
     /// The field a query parameter name belongs to (see the table in the module docs).
     fn of(key: &str) -> Option<Field> {
-        Some(match squash(key).as_str() {
+        let (mut buf, mut spill) = ([0u8; 64], String::new());
+        Some(match squash_with(key, &mut buf, &mut spill) {
             "mac" | "macaddress" => Field::Mac,
             "ip" | "phoneip" | "localip" | "ipaddress" => Field::Ip,
             "model" | "product" => Field::Model,
@@ -846,8 +881,15 @@ fn snippet(s: &str) -> String {
 }
 
 /// Percent-decodes without form semantics (`+` stays `+`). Returns the text, whether an
-/// invalid escape was kept literally, and whether invalid UTF-8 was replaced.
-fn decode(raw: &[u8]) -> (String, bool, bool) {
+/// invalid escape was kept literally, and whether invalid UTF-8 was replaced. Borrows when
+/// there is nothing to decode (most names and many values), so nothing is allocated for a
+/// parameter that is not kept.
+fn decode(raw: &[u8]) -> (Cow<'_, str>, bool, bool) {
+    if !raw.contains(&b'%') {
+        if let Ok(s) = std::str::from_utf8(raw) {
+            return (Cow::Borrowed(s), false, false);
+        }
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut bad_escape = false;
     let mut i = 0;
@@ -867,9 +909,9 @@ fn decode(raw: &[u8]) -> (String, bool, bool) {
         i += 1;
     }
     match String::from_utf8(out) {
-        Ok(s) => (s, bad_escape, false),
+        Ok(s) => (Cow::Owned(s), bad_escape, false),
         Err(e) => (
-            String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
             bad_escape,
             true,
         ),
@@ -968,11 +1010,11 @@ pub fn parse_callback(event: &str, raw_query: &[u8]) -> PhoneCallback {
                         Some(mac) => cb.mac = Some(mac),
                         None => {
                             problems.push(|| format!("not a MAC address: {}", snippet(&value)));
-                            cb.extra.push((key.to_string(), value));
+                            cb.extra.push((key.to_string(), value.into_owned()));
                         }
                     }
                 } else {
-                    *field.slot(&mut cb) = Some(value);
+                    *field.slot(&mut cb) = Some(value.into_owned());
                 }
             }
             None => {
@@ -984,7 +1026,7 @@ pub fn parse_callback(event: &str, raw_query: &[u8]) -> PhoneCallback {
                 let has_value = seen_extra.entry(folded).or_insert(false);
                 if filled && !*has_value {
                     *has_value = true;
-                    cb.extra.push((key.to_string(), value));
+                    cb.extra.push((key.to_string(), value.into_owned()));
                 }
             }
         }
@@ -1933,6 +1975,16 @@ mod tests {
                 prop_assert_eq!(cb.remote.as_deref(), Some(value.as_str()));
                 prop_assert_eq!(&cb.extra, &vec![("note".to_string(), value.clone())]);
                 prop_assert!(cb.problems.is_empty());
+            }
+
+            #[test]
+            fn squash_ascii_agrees_with_squash(s in "[ -~]{0,100}|\\PC{0,20}") {
+                let mut buf = [0u8; 64];
+                if let Some(fast) = squash_ascii(&s, &mut buf) {
+                    prop_assert_eq!(fast, squash(&s));
+                } else {
+                    prop_assert!(!s.is_ascii() || squash(&s).len() > 64);
+                }
             }
 
             #[test]
