@@ -56,6 +56,10 @@ pub struct Settings {
     pub action_url: ActionUrlSettings,
     /// Commands the bridge sends to phones (Active URI).
     pub active_uri: ActiveUriSettings,
+    /// Click-to-call (`POST /api/v1/dial`, AMI `UserEvent: CtiDial`).
+    pub dial: DialSettings,
+    /// Do Not Disturb control and its two-way sync between phones and the PBX.
+    pub dnd: DndSettings,
 }
 
 impl Default for Settings {
@@ -72,6 +76,8 @@ impl Default for Settings {
             api: ApiSettings::default(),
             action_url: ActionUrlSettings::default(),
             active_uri: ActiveUriSettings::default(),
+            dial: DialSettings::default(),
+            dnd: DndSettings::default(),
         }
     }
 }
@@ -421,6 +427,132 @@ impl Default for ActiveUriSettings {
         Self {
             allowed_networks: vec![net("127.0.0.0/8"), net("::1/128")],
             timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a click-to-call request is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DialVia {
+    /// The phone when it is configured, not known to be unreachable and able to dial;
+    /// otherwise (or when the phone does not answer) the PBX.
+    #[default]
+    Auto,
+    /// The from-extension's phone dials (Active URI over HTTP or SIP NOTIFY).
+    Phone,
+    /// AMI `Originate`: the PBX rings the from-extension, then connects it to the number.
+    Pbx,
+}
+
+/// `[dial]`: click-to-call through the API or the PBX (`UserEvent: CtiDial`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialSettings {
+    /// The path used when a request names none.
+    pub default_via: DialVia,
+    /// The `[[pbx]]` (by name) that originates calls; `None` = the first one.
+    pub pbx: Option<String>,
+    /// Originate `Channel`: `{ext}` is the from-extension, `{endpoint}` its PJSIP endpoint
+    /// (the phone's `account` when set, else the extension).
+    pub channel: String,
+    /// Originate `Context` the number is dialled in.
+    pub context: String,
+    /// Originate `Priority`.
+    pub priority: u32,
+    /// Originate `CallerID` shown on the from-phone while it rings: `{to}` (the number),
+    /// `{from}` (the extension).
+    pub caller_id: String,
+    /// How long the PBX rings the from-phone before giving up (Originate `Timeout`).
+    #[serde(with = "humantime_serde")]
+    pub originate_timeout: Duration,
+    /// How soon after a phone dial the call must appear on the PBX to be tied to the request.
+    #[serde(with = "humantime_serde")]
+    pub match_window: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// Dial requests per API token within `rate_window`; 0 = unlimited.
+    pub rate_limit_per_token: u32,
+    /// Dial requests per from-extension within `rate_window`; 0 = unlimited.
+    pub rate_limit_per_phone: u32,
+    /// The period the rate limits count over.
+    #[serde(with = "humantime_serde")]
+    pub rate_window: Duration,
+}
+
+impl Default for DialSettings {
+    fn default() -> Self {
+        Self {
+            default_via: DialVia::Auto,
+            pbx: None,
+            channel: "PJSIP/{endpoint}".into(),
+            context: "from-internal".into(),
+            priority: 1,
+            caller_id: "\"{to}\" <{from}>".into(),
+            originate_timeout: Duration::from_secs(30),
+            match_window: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(600),
+            rate_limit_per_token: 30,
+            rate_limit_per_phone: 6,
+            rate_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where the bridge mirrors DND on the PBX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DndPbxMode {
+    /// Phones only; the PBX is neither written nor followed (`CtiDnd` user events still are).
+    #[default]
+    None,
+    /// Asterisk's database: `DBPut` on, `DBDel` off (FreePBX: family `DND`, key `<ext>`,
+    /// value `YES`).
+    Astdb,
+    /// A custom device state, `Setvar DEVICE_STATE(Custom:DND<ext>)`, which BLF keys and
+    /// FreePBX follow; its `DeviceStateChange` events are followed back to the phone.
+    Devstate,
+}
+
+/// `[dnd]`: Do Not Disturb on phones and PBX, kept in step both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DndSettings {
+    /// How DND is mirrored on the PBX.
+    pub pbx_mode: DndPbxMode,
+    /// The `[[pbx]]` (by name) written and followed; `None` = the first one.
+    pub pbx: Option<String>,
+    /// astdb family (`{ext}` = extension).
+    pub astdb_family: String,
+    /// astdb key (`{ext}` = extension).
+    pub astdb_key: String,
+    /// astdb value written for "on" (off deletes the key).
+    pub astdb_value: String,
+    /// Device whose state carries DND in mode `devstate`; must contain `{ext}`.
+    pub devstate_device: String,
+    /// Device state meaning "DND on".
+    pub devstate_on: String,
+    /// Device state meaning "DND off".
+    pub devstate_off: String,
+    /// After the bridge changes DND on one side, the same change reported back by that side
+    /// within this window is its echo and is not pushed again (no ping-pong).
+    #[serde(with = "humantime_serde")]
+    pub loop_guard: Duration,
+}
+
+impl Default for DndSettings {
+    fn default() -> Self {
+        Self {
+            pbx_mode: DndPbxMode::None,
+            pbx: None,
+            astdb_family: "DND".into(),
+            astdb_key: "{ext}".into(),
+            astdb_value: "YES".into(),
+            devstate_device: "Custom:DND{ext}".into(),
+            devstate_on: "BUSY".into(),
+            devstate_off: "NOT_INUSE".into(),
+            loop_guard: Duration::from_secs(10),
         }
     }
 }
@@ -1072,6 +1204,84 @@ impl Settings {
             }
         }
         problems.positive("active_uri.timeout", self.active_uri.timeout);
+        self.validate_control(problems);
+    }
+
+    /// `[dial]` and `[dnd]`: templates end up in AMI actions, so they are checked here.
+    fn validate_control(&self, problems: &mut Problems) {
+        let pbx_known = |name: &Option<String>| match name {
+            None => true,
+            Some(n) => self.pbx.iter().any(|p| &p.name == n),
+        };
+        for (key, name) in [("dial.pbx", &self.dial.pbx), ("dnd.pbx", &self.dnd.pbx)] {
+            if !pbx_known(name) {
+                problems.add(
+                    key,
+                    format!(
+                        "{:?} is not the name of any [[pbx]]; remove the key to use the first",
+                        name.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+        }
+        let d = &self.dial;
+        template(
+            problems,
+            "dial.channel",
+            &d.channel,
+            &["ext", "endpoint"],
+            true,
+        );
+        if !d.channel.contains("{ext}") && !d.channel.contains("{endpoint}") {
+            problems.add(
+                "dial.channel",
+                "must contain {ext} or {endpoint}, e.g. \"PJSIP/{endpoint}\"",
+            );
+        }
+        template(problems, "dial.context", &d.context, &[], true);
+        template(
+            problems,
+            "dial.caller_id",
+            &d.caller_id,
+            &["from", "to"],
+            false,
+        );
+        if d.priority == 0 {
+            problems.add("dial.priority", "must be 1 or more");
+        }
+        problems.positive("dial.originate_timeout", d.originate_timeout);
+        problems.positive("dial.match_window", d.match_window);
+        problems.positive("dial.idempotency_ttl", d.idempotency_ttl);
+        problems.positive("dial.rate_window", d.rate_window);
+        let n = &self.dnd;
+        template(
+            problems,
+            "dnd.astdb_family",
+            &n.astdb_family,
+            &["ext"],
+            true,
+        );
+        template(problems, "dnd.astdb_key", &n.astdb_key, &["ext"], true);
+        template(problems, "dnd.astdb_value", &n.astdb_value, &["ext"], true);
+        template(
+            problems,
+            "dnd.devstate_device",
+            &n.devstate_device,
+            &["ext"],
+            true,
+        );
+        if !n.devstate_device.contains("{ext}") {
+            problems.add(
+                "dnd.devstate_device",
+                "must contain {ext}, e.g. \"Custom:DND{ext}\" (state changes are mapped back to the phone by it)",
+            );
+        }
+        template(problems, "dnd.devstate_on", &n.devstate_on, &[], true);
+        template(problems, "dnd.devstate_off", &n.devstate_off, &[], true);
+        if n.devstate_on.eq_ignore_ascii_case(&n.devstate_off) {
+            problems.add("dnd.devstate_off", "must differ from dnd.devstate_on");
+        }
+        problems.positive("dnd.loop_guard", n.loop_guard);
     }
 }
 
@@ -1261,6 +1471,43 @@ fn check_address(address: &str) -> Result<(), String> {
             "{address:?} is not host:port; expected e.g. \"192.168.1.50:80\" or \
              \"phone-201.example.net:443\", without http://"
         ))
+    }
+}
+
+/// Checks a template that ends up in an AMI header: only the `{name}` placeholders in
+/// `allowed`, no line breaks (they would end the header), and not empty when `required`.
+fn template(problems: &mut Problems, key: &str, value: &str, allowed: &[&str], required: bool) {
+    if required && value.trim().is_empty() {
+        problems.add(key, "must not be empty");
+        return;
+    }
+    if value.contains(['\r', '\n']) {
+        problems.add(key, "must be one line (it is sent as an AMI header value)");
+    }
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            problems.add(key, "has a '{' without a closing '}'");
+            return;
+        };
+        let name = &after[..close];
+        if !allowed.contains(&name) {
+            let known = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed
+                    .iter()
+                    .map(|a| format!("{{{a}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            problems.add(
+                key,
+                format!("unknown placeholder {{{name}}}; allowed here: {known}"),
+            );
+        }
+        rest = &after[close + 1..];
     }
 }
 
