@@ -57,6 +57,35 @@ impl PhoneCall {
     }
 }
 
+/// A call of the phone as the PBX sees it (its endpoint's channel).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PbxCall {
+    pub channel: String,
+    pub uniqueid: String,
+    /// Asterisk's `ChannelStateDesc`: `Ring`, `Ringing`, `Up`, …
+    pub state: String,
+    /// The other party's number (connected line, else the dialled extension).
+    pub remote: Option<String>,
+    pub since: DateTime<Utc>,
+}
+
+/// The phone as the PBX sees it (AMI), next to what the phone reports itself. `None` means
+/// "not seen yet". Filled by `crate::control`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PbxView {
+    /// A contact is registered for the endpoint (`ContactStatus`, `PeerStatus`).
+    pub registered: Option<bool>,
+    /// The registered contact URI.
+    pub contact: Option<String>,
+    /// The endpoint's device state (`DeviceStateChange`: `NOT_INUSE`, `INUSE`, `RINGING`, …).
+    pub device_state: Option<String>,
+    /// DND as the PBX holds it (the configured `[dnd] pbx_mode`, `CtiDnd` user events).
+    pub dnd: Option<bool>,
+    /// The endpoint's newest live channel.
+    pub call: Option<PbxCall>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// Live state of one phone. `None` means "not reported yet".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PhoneState {
@@ -64,6 +93,8 @@ pub struct PhoneState {
     pub dnd: Option<bool>,
     pub forwards: Forwards,
     pub call: Option<PhoneCall>,
+    /// The same phone as the PBX sees it.
+    pub pbx: PbxView,
     pub last_seen: Option<DateTime<Utc>>,
     pub last_event: Option<String>,
     /// Set after the phone refused our credentials; commands are not sent until it is cleared
@@ -179,6 +210,46 @@ impl PhoneRegistry {
         if let Some(p) = self.write().get_mut(extension) {
             p.state.reachable = Some(reachable);
             p.state.last_error = error;
+        }
+    }
+
+    /// Whether a phone with this extension is known (configured or discovered).
+    pub fn contains(&self, extension: &str) -> bool {
+        self.read().contains_key(extension)
+    }
+
+    /// The phone a callback comes from (MAC, then account, then IP), without learning from
+    /// it; `None` when it matches no known phone.
+    pub fn identify(&self, peer: IpAddr, cb: &PhoneCallback) -> Option<String> {
+        let ip = cb
+            .ip
+            .as_deref()
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            .unwrap_or(peer);
+        find_phone(&self.read(), cb, ip)
+    }
+
+    /// Records the DND state the bridge just set on the phone (its own callback may follow).
+    pub fn set_dnd(&self, extension: &str, on: bool) {
+        if let Some(p) = self.write().get_mut(extension) {
+            p.state.dnd = Some(on);
+        }
+    }
+
+    /// Updates the PBX's view of a phone; false when the extension is unknown.
+    pub fn update_pbx(
+        &self,
+        extension: &str,
+        at: DateTime<Utc>,
+        f: impl FnOnce(&mut PbxView),
+    ) -> bool {
+        match self.write().get_mut(extension) {
+            Some(p) => {
+                f(&mut p.state.pbx);
+                p.state.pbx.updated_at = Some(at);
+                true
+            }
+            None => false,
         }
     }
 
