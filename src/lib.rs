@@ -11,6 +11,7 @@
 
 pub mod ami;
 pub mod config;
+pub mod control;
 pub mod correlator;
 pub mod demo;
 pub mod http;

@@ -18,8 +18,14 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 
 /// `(version, description, sql)` of every migration, in version order.
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "calls", include_str!("../../migrations/0001_calls.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "calls", include_str!("../../migrations/0001_calls.sql")),
+    (
+        3,
+        "dial requests",
+        include_str!("../../migrations/0003_dial_requests.sql"),
+    ),
+];
 
 /// [`MIGRATIONS`] as a sqlx migration source.
 #[derive(Debug)]

@@ -37,6 +37,7 @@
 //! (`ON CONFLICT … DO UPDATE`, row-value comparison, no SQLite-only types).
 
 mod csv;
+mod dial;
 mod migrations;
 mod query;
 
