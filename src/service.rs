@@ -51,6 +51,8 @@ pub struct Service {
     /// The latest phone callbacks that matched no call (at most [`ORPHANS_KEPT`]; all of them
     /// stay in the journal).
     pub orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
+    /// Click-to-call and DND (API, PBX user events, two-way DND sync).
+    pub control: crate::control::Control,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     consumer: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -68,6 +70,11 @@ impl Service {
         })?;
         let mut correlator = Correlator::new(crate::replay::correlator_config(settings));
         let last_seen = rebuild(&mut correlator, &settings.journal.dir, &store).await?;
+        // Phone dials' records get their request id from the live tracker, not the journal.
+        let relinked = store.restore_dial_links().await?;
+        if relinked > 0 {
+            tracing::info!(relinked, "request ids restored on rebuilt records");
+        }
         let opts = JournalOptions {
             fsync_interval: settings.journal.fsync_interval,
             segment_max_bytes: settings.journal.segment_max_bytes,
@@ -101,6 +108,13 @@ impl Service {
         if let Some(ami) = ami.first() {
             active_uri = active_uri.with_notify(ami.clone());
         }
+        let control = crate::control::Control::new(
+            settings,
+            phones.clone(),
+            active_uri.clone(),
+            &ami,
+            store.clone(),
+        );
         let callback_stats = Arc::new(CallbackStats::default());
         let orphans = Arc::new(Mutex::new(VecDeque::new()));
         keep_orphans(&mut correlator, &orphans);
@@ -119,6 +133,7 @@ impl Service {
             callback_stats: callback_stats.clone(),
             store: store.clone(),
             orphans: orphans.clone(),
+            control: control.clone(),
         });
         tasks.push(tokio::spawn(crate::http::serve(
             listener,
@@ -126,7 +141,13 @@ impl Service {
             shutdown.child_token(),
         )));
         tracing::info!(%http_addr, "HTTP listening: Action URL at /action-url/{{event}}, API at /api/v1");
-        let consumer = tokio::spawn(consume(rx, correlator, store.clone(), orphans.clone()));
+        let consumer = tokio::spawn(consume(
+            rx,
+            correlator,
+            store.clone(),
+            orphans.clone(),
+            control.clone(),
+        ));
         Ok(Service {
             ami,
             journal,
@@ -137,6 +158,7 @@ impl Service {
             callback_stats,
             store,
             orphans,
+            control,
             tasks,
             consumer,
             shutdown,
@@ -152,6 +174,7 @@ impl Service {
         drop(self.ami);
         drop(self.ingest);
         let _ = self.consumer.await;
+        self.control.flush().await;
         self.journal.sync().await.context("final journal sync")?;
         self.journal.close().context("closing the journal")?;
         self.store.close().await;
@@ -247,6 +270,7 @@ async fn consume(
     mut correlator: Correlator,
     store: Store,
     orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
+    control: crate::control::Control,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -256,11 +280,14 @@ async fn consume(
                 None => break,
                 Some(entry) => {
                     log_input(&entry);
+                    control.on_input(&entry);
                     correlator.handle(&entry)
                 }
             },
             _ = tick.tick() => correlator.tick(truncate_to_micros(Utc::now())),
         };
+        let mut outputs = outputs;
+        control.on_outputs(&mut outputs);
         let mut completed = Vec::new();
         collect_completed(outputs, &mut completed);
         for record in completed {

@@ -6,6 +6,7 @@
 pub mod action_url;
 pub mod auth;
 pub mod calls;
+pub mod control;
 pub mod error;
 pub mod lenient;
 pub mod phones;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub store: crate::store::Store,
     pub orphans:
         Arc<std::sync::Mutex<std::collections::VecDeque<crate::correlator::OrphanCallback>>>,
+    /// Click-to-call and DND.
+    pub control: crate::control::Control,
 }
 
 /// The routes.
@@ -55,6 +58,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/orphans", get(calls::orphans))
         .route("/api/v1/phones", get(phones::list))
         .route("/api/v1/phones/{ext}", get(phones::get))
+        .route(
+            "/api/v1/phones/{ext}/dnd",
+            axum::routing::put(control::put_dnd),
+        )
+        .route("/api/v1/dial", axum::routing::post(control::post_dial))
+        .route("/api/v1/dial/{request_id}", get(control::get_dial))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
