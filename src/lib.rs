@@ -17,6 +17,7 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod journal;
+pub mod live;
 pub mod phone;
 pub mod record;
 pub mod replay;

@@ -135,6 +135,33 @@ pub struct PhoneInfo {
 #[derive(Clone, Default)]
 pub struct PhoneRegistry {
     phones: Arc<RwLock<BTreeMap<String, PhoneInfo>>>,
+    /// Bumped after every write (see [`PhoneRegistry::changes`]).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// The write lock; dropping it tells [`PhoneRegistry::changes`] watchers.
+struct WriteGuard<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, BTreeMap<String, PhoneInfo>>,
+    changes: &'a tokio::sync::watch::Sender<u64>,
+}
+
+impl std::ops::Deref for WriteGuard<'_> {
+    type Target = BTreeMap<String, PhoneInfo>;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl PhoneRegistry {
@@ -170,15 +197,26 @@ impl PhoneRegistry {
             .collect();
         PhoneRegistry {
             phones: Arc::new(RwLock::new(map)),
+            changes: Arc::default(),
         }
+    }
+
+    /// Signals every change to the registry (after the change is made): `phone.state` live
+    /// events come from watching it (`crate::live::watch_phones`). A watcher compares
+    /// snapshots, so a signal without a visible change is harmless.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, PhoneInfo>> {
         self.phones.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, PhoneInfo>> {
-        self.phones.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> WriteGuard<'_> {
+        WriteGuard {
+            guard: self.phones.write().unwrap_or_else(|p| p.into_inner()),
+            changes: &self.changes,
+        }
     }
 
     /// One phone by extension.
