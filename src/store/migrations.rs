@@ -25,6 +25,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dial requests",
         include_str!("../../migrations/0003_dial_requests.sql"),
     ),
+    (
+        4,
+        "webhook outbox",
+        include_str!("../../migrations/0004_webhook_outbox.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as a sqlx migration source.

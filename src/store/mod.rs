@@ -39,6 +39,7 @@
 mod csv;
 mod dial;
 mod migrations;
+mod outbox;
 mod query;
 
 use std::collections::BTreeSet;
@@ -56,6 +57,10 @@ use sqlx::{Connection, Row};
 use crate::record::{CallRecord, Direction, Disposition, Source};
 
 pub use csv::{csv_header, csv_row, COLUMNS as CSV_COLUMNS};
+pub use outbox::{
+    AttemptRecord, AttemptResult, DeliveryQuery, DeliveryRecord, DeliveryState, NewDelivery,
+    PendingDelivery,
+};
 pub use query::{CallPage, CallQuery, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// How long a connection waits for another writer's lock before failing with "database is
