@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Prefix of the environment variables that override settings; `__` separates the levels.
 const ENV_PREFIX: &str = "CTIBRIDGE__";
 /// Sections that are lists of tables, where an override without an index means element 0.
-const ARRAY_SECTIONS: [&str; 2] = ["pbx", "phones"];
+const ARRAY_SECTIONS: [&str; 3] = ["pbx", "phones", "webhooks"];
 /// Where `load(None)` looks for a file, first match wins.
 const SEARCH_PATHS: [&str; 2] = ["./ctibridge.toml", "/etc/ctibridge/ctibridge.toml"];
 /// Key used for problems that belong to the file as a whole rather than to one setting.
@@ -60,6 +60,10 @@ pub struct Settings {
     pub dial: DialSettings,
     /// Do Not Disturb control and its two-way sync between phones and the PBX.
     pub dnd: DndSettings,
+    /// Live event streams (SSE, WebSocket) and the webhook delivery log.
+    pub live: LiveSettings,
+    /// Webhook targets: live events POSTed to CRMs, durable and signed.
+    pub webhooks: Vec<WebhookSettings>,
 }
 
 impl Default for Settings {
@@ -78,6 +82,8 @@ impl Default for Settings {
             active_uri: ActiveUriSettings::default(),
             dial: DialSettings::default(),
             dnd: DndSettings::default(),
+            live: LiveSettings::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -553,6 +559,170 @@ impl Default for DndSettings {
             devstate_on: "BUSY".into(),
             devstate_off: "NOT_INUSE".into(),
             loop_guard: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[live]`: the event streams (`GET /api/v1/events`, `GET /api/v1/ws`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveSettings {
+    /// Latest events kept in memory so a client can resume with `Last-Event-ID`.
+    pub buffer_events: usize,
+    /// Events that may wait for one client; a client that falls further behind is cut off.
+    pub client_buffer: usize,
+    /// Idle streams get a keep-alive (SSE comment, WebSocket ping) this often.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// How long a cut-off client has to read the reason before its connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub cut_grace: Duration,
+    /// Finished webhook deliveries (and their attempts) are kept in the delivery log this long.
+    #[serde(with = "humantime_serde")]
+    pub webhook_log_retention: Duration,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            buffer_events: 10_000,
+            client_buffer: 1024,
+            keepalive: Duration::from_secs(15),
+            cut_grace: Duration::from_secs(5),
+            webhook_log_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// One `[[webhooks]]` target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Unique name, used in the delivery log and the outbox; empty = the URL.
+    pub name: String,
+    /// Where events are POSTed: `http://` or `https://`.
+    pub url: String,
+    /// Event types to send, exact (`call.ended`) or prefix patterns (`call.*`); empty = all.
+    pub events: Vec<String>,
+    /// Only events concerning these extensions (gaps always pass); empty = all.
+    pub extensions: Vec<String>,
+    /// Key of the HMAC-SHA256 signature (`X-Ctibridge-Signature`); unset = unsigned.
+    pub secret: Option<String>,
+    /// Attempts per event before it is given up (marked `failed` in the delivery log).
+    pub max_attempts: u32,
+    /// Limit for one attempt (connect, send, response headers).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Delay before the first retry; it doubles per attempt (with jitter) up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest delay between attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Deliveries to this target in flight at once (events of one call are always one at a
+    /// time, in order).
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            events: Vec::new(),
+            extensions: Vec::new(),
+            secret: None,
+            max_attempts: 12,
+            timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            concurrency: 4,
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The name the outbox and the delivery log use: `name`, else the URL.
+    pub fn effective_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.url
+        } else {
+            &self.name
+        }
+    }
+
+    fn validate(&self, at: &str, problems: &mut Problems) {
+        match reqwest::Url::parse(&self.url) {
+            Err(e) => problems.add(
+                format!("{at}.url"),
+                format!(
+                    "{:?} is not a URL ({e}); expected e.g. \"https://crm.example.net/hooks/ctibridge\"",
+                    self.url
+                ),
+            ),
+            Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() => {
+                problems.add(
+                    format!("{at}.url"),
+                    format!("{:?} must be an http:// or https:// URL with a host", self.url),
+                )
+            }
+            Ok(_) => {}
+        }
+        if let Err(e) = crate::live::Filter::parse(Some(&self.events.join(",")), None) {
+            problems.add(format!("{at}.events"), e.to_string());
+        }
+        if self.secret.as_deref().is_some_and(str::is_empty) {
+            problems.add(
+                format!("{at}.secret"),
+                "must not be empty; remove the key to send unsigned requests",
+            );
+        }
+        problems.in_range(&format!("{at}.max_attempts"), self.max_attempts, 1, 1000);
+        problems.in_range(&format!("{at}.concurrency"), self.concurrency, 1, 64);
+        for (key, value) in [
+            ("timeout", self.timeout),
+            ("retry_initial", self.retry_initial),
+            ("retry_max", self.retry_max),
+        ] {
+            problems.positive(&format!("{at}.{key}"), value);
+        }
+        if self.retry_max < self.retry_initial {
+            problems.add(
+                format!("{at}.retry_max"),
+                format!(
+                    "{} is shorter than retry_initial ({}); it is the upper bound of the delay",
+                    format_duration(self.retry_max),
+                    format_duration(self.retry_initial)
+                ),
+            );
+        }
+    }
+}
+
+impl Settings {
+    /// `[live]` and `[[webhooks]]`.
+    fn validate_live(&self, problems: &mut Problems) {
+        problems.in_range("live.buffer_events", self.live.buffer_events, 1, 10_000_000);
+        problems.in_range("live.client_buffer", self.live.client_buffer, 1, 1_000_000);
+        problems.positive("live.keepalive", self.live.keepalive);
+        problems.positive("live.cut_grace", self.live.cut_grace);
+        problems.positive(
+            "live.webhook_log_retention",
+            self.live.webhook_log_retention,
+        );
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (index, hook) in self.webhooks.iter().enumerate() {
+            let at = format!("webhooks[{index}]");
+            hook.validate(&at, problems);
+            if let Some(first) = names.insert(hook.effective_name(), index) {
+                problems.add(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is already the name of webhooks[{first}]; give each target its own name",
+                        hook.effective_name()
+                    ),
+                );
+            }
         }
     }
 }
@@ -1131,6 +1301,7 @@ impl Settings {
                 }
             }
         }
+        self.validate_live(&mut problems);
         problems.0
     }
 
@@ -2082,6 +2253,42 @@ mod tests {
         let parsed: toml::Value = toml::from_str(&masked).expect("masked output is TOML");
         assert_eq!(parsed["pbx"][0]["secret"].as_str(), Some(MASK));
         assert_eq!(parsed["api"]["tokens"][0]["token"].as_str(), Some(MASK));
+    }
+
+    #[test]
+    fn webhooks_are_validated_and_overridable_from_the_environment() {
+        let text = "[[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nevents = [\"call.*\"]\n";
+        let settings = load_ok(
+            text,
+            &[
+                ("CTIBRIDGE__WEBHOOKS__0__SECRET", "s3cret"),
+                ("CTIBRIDGE__WEBHOOKS__MAX_ATTEMPTS", "3"),
+                ("CTIBRIDGE__LIVE__CLIENT_BUFFER", "64"),
+            ],
+        );
+        let hook = &settings.webhooks[0];
+        assert_eq!(hook.secret.as_deref(), Some("s3cret"));
+        assert_eq!(hook.max_attempts, 3);
+        assert_eq!(hook.effective_name(), "http://127.0.0.1:9/hook");
+        assert_eq!(settings.live.client_buffer, 64);
+        assert!(settings.masked_toml().contains(MASK));
+        assert!(!settings.masked_toml().contains("s3cret"));
+
+        let bad = "[[webhooks]]\nurl = \"ftp://x\"\nevents = [\"calls.*\"]\nmax_attempts = 0\n\
+                   retry_initial = \"1m\"\nretry_max = \"1s\"\n\
+                   [[webhooks]]\nurl = \"ftp://x\"\n[live]\nclient_buffer = 0\n";
+        assert_eq!(
+            keys(&problems(bad, &[])),
+            [
+                "live.client_buffer",
+                "webhooks[0].events",
+                "webhooks[0].max_attempts",
+                "webhooks[0].retry_max",
+                "webhooks[0].url",
+                "webhooks[1].name",
+                "webhooks[1].url",
+            ]
+        );
     }
 
     #[test]
