@@ -53,6 +53,9 @@ pub struct Service {
     pub orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
     /// Click-to-call and DND (API, PBX user events, two-way DND sync).
     pub control: crate::control::Control,
+    /// Live events: numbered, buffered for resuming, fanned out to streams and webhooks.
+    pub hub: crate::live::Hub,
+    webhooks: crate::webhook::Webhooks,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     consumer: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -68,7 +71,11 @@ impl Service {
                 settings.storage.url
             )
         })?;
-        let mut correlator = Correlator::new(crate::replay::correlator_config(settings));
+        // Live events are derived from every record update (`live::deriver`), so the
+        // service's correlator emits them (offline replay does not need them).
+        let mut correlator_config = crate::replay::correlator_config(settings);
+        correlator_config.emit_updates = true;
+        let mut correlator = Correlator::new(correlator_config);
         let last_seen = rebuild(&mut correlator, &settings.journal.dir, &store).await?;
         // Phone dials' records get their request id from the live tracker, not the journal.
         let relinked = store.restore_dial_links().await?;
@@ -115,6 +122,35 @@ impl Service {
             &ami,
             store.clone(),
         );
+        // Live event ids continue above every id of earlier runs (webhook idempotency keys).
+        let outbox_max = store.outbox_max_event_id().await?.unwrap_or(0);
+        let hub = crate::live::Hub::new(crate::live::HubOptions {
+            buffer_events: settings.live.buffer_events,
+            client_buffer: settings.live.client_buffer,
+            first_id: crate::live::hub::first_id_now().max(outbox_max + 1),
+        });
+        let webhooks = crate::webhook::Webhooks::start(
+            &settings.webhooks,
+            &hub,
+            store.clone(),
+            settings.live.webhook_log_retention,
+        )
+        .await;
+        tasks.push(tokio::spawn(crate::live::watch_phones(
+            phones.clone(),
+            hub.clone(),
+            shutdown.child_token(),
+        )));
+        tasks.push(tokio::spawn(crate::live::forward_dial_status(
+            control.subscribe(),
+            hub.clone(),
+            shutdown.child_token(),
+            |s: &crate::control::DialStatus| crate::live::DialMeta {
+                at: Some(s.updated_at),
+                extension: Some(s.from.clone()),
+                call_id: s.record_id.clone(),
+            },
+        )));
         let callback_stats = Arc::new(CallbackStats::default());
         let orphans = Arc::new(Mutex::new(VecDeque::new()));
         keep_orphans(&mut correlator, &orphans);
@@ -134,6 +170,11 @@ impl Service {
             store: store.clone(),
             orphans: orphans.clone(),
             control: control.clone(),
+            live: crate::http::events::LiveHttp {
+                hub: hub.clone(),
+                keepalive: settings.live.keepalive,
+                cut_grace: settings.live.cut_grace,
+            },
         });
         tasks.push(tokio::spawn(crate::http::serve(
             listener,
@@ -147,6 +188,7 @@ impl Service {
             store.clone(),
             orphans.clone(),
             control.clone(),
+            crate::live::Publisher::new(hub.clone()),
         ));
         Ok(Service {
             ami,
@@ -159,6 +201,8 @@ impl Service {
             store,
             orphans,
             control,
+            hub,
+            webhooks,
             tasks,
             consumer,
             shutdown,
@@ -168,12 +212,17 @@ impl Service {
     /// Stops the sources, lets the consumer drain, then flushes and fsyncs the journal.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        // Open event streams would hold the HTTP server's graceful shutdown.
+        self.hub.end_streams();
         for task in self.tasks {
             let _ = task.await;
         }
         drop(self.ami);
         drop(self.ingest);
         let _ = self.consumer.await;
+        // The last events are in the outbox before the store closes.
+        self.hub.close();
+        self.webhooks.stop().await;
         self.control.flush().await;
         self.journal.sync().await.context("final journal sync")?;
         self.journal.close().context("closing the journal")?;
@@ -271,6 +320,7 @@ async fn consume(
     store: Store,
     orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
     control: crate::control::Control,
+    mut live: crate::live::Publisher,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -281,6 +331,7 @@ async fn consume(
                 Some(entry) => {
                     log_input(&entry);
                     control.on_input(&entry);
+                    live.input(&entry);
                     correlator.handle(&entry)
                 }
             },
@@ -288,6 +339,7 @@ async fn consume(
         };
         let mut outputs = outputs;
         control.on_outputs(&mut outputs);
+        live.outputs(&outputs);
         let mut completed = Vec::new();
         collect_completed(outputs, &mut completed);
         for record in completed {

@@ -8,8 +8,10 @@ pub mod auth;
 pub mod calls;
 pub mod control;
 pub mod error;
+pub mod events;
 pub mod lenient;
 pub mod phones;
+pub mod webhooks;
 
 use crate::ingest::Ingest;
 use crate::phone::registry::PhoneRegistry;
@@ -39,6 +41,21 @@ pub struct AppState {
         Arc<std::sync::Mutex<std::collections::VecDeque<crate::correlator::OrphanCallback>>>,
     /// Click-to-call and DND.
     pub control: crate::control::Control,
+    /// Live event streams (SSE, WebSocket).
+    pub live: events::LiveHttp,
+}
+
+/// Lets a handler close its own connection at once — for a live-event client that stopped
+/// reading, whose response hyper would otherwise keep trying to write forever. Every request
+/// carries one in its extensions.
+#[derive(Clone, Debug)]
+pub struct ConnectionClose(CancellationToken);
+
+impl ConnectionClose {
+    /// Drops the connection (the socket is closed; nothing more is written).
+    pub fn close(&self) {
+        self.0.cancel();
+    }
 }
 
 /// The routes.
@@ -64,13 +81,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/dial", axum::routing::post(control::post_dial))
         .route("/api/v1/dial/{request_id}", get(control::get_dial))
+        .route("/api/v1/events", get(events::sse))
+        .route("/api/v1/ws", get(events::ws))
+        .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets open requests finish (≤ 5 s).
+///
+/// Connections allow upgrades (WebSocket, `/api/v1/ws`); an upgraded connection leaves this
+/// loop's bookkeeping and belongs to its handler. A handler may close its own connection
+/// through the [`ConnectionClose`] in the request's extensions.
 pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task holds a clone; when all are dropped, every connection is over.
+    let (open_tx, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     // HTTP/1 only: phones and CRM hooks speak HTTP/1.1, and keep-alive is what matters.
     let builder = hyper::server::conn::http1::Builder::new();
     loop {
@@ -88,21 +113,42 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let close = CancellationToken::new();
+        let handle = ConnectionClose(close.clone());
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(handle.clone());
                 app.clone().oneshot(req.map(axum::body::Body::new))
             });
         let io = TokioIo::new(lenient::LenientIo::new(stream));
-        let conn = builder.serve_connection(io, service);
-        let conn = graceful.watch(conn);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        let (shutdown, open) = (shutdown.clone(), open_tx.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            let _open = open;
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = close.cancelled() => None,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => Some(r),
+                        _ = close.cancelled() => None,
+                    }
+                }
+            };
+            match ended {
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error")
+                }
+                None => tracing::debug!(%peer, "HTTP connection closed by its handler"),
+                Some(Ok(())) => {}
             }
         });
     }
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+    drop(open_tx);
+    if tokio::time::timeout(Duration::from_secs(5), all_closed.recv())
         .await
         .is_err()
     {
