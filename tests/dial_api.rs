@@ -20,6 +20,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Rig {
     service: Service,
+    settings: config::Settings,
     ami: AmiServer,
     phones: Vec<PhoneSim>,
     _dir: tempfile::TempDir,
@@ -112,6 +113,7 @@ scopes = ["read"]
     }
     Rig {
         service,
+        settings,
         ami,
         phones: sims,
         _dir: dir,
@@ -670,5 +672,52 @@ async fn cti_dial_user_event_makes_the_phone_dial() {
         .await;
     assert_eq!(done["via"], "phone");
     assert_eq!(done["origin"], "pbx");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_dial_keeps_its_request_and_record_link_across_a_restart() {
+    let mut rig = rig(&[("101", Some(PhoneVendor::Yealink))], "").await;
+    let (status, body) = rig
+        .post_dial(
+            json!({"from": "101", "to": "102", "via": "phone"}),
+            None,
+            "dialer",
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    // The PBX also reports the phones' registrations: the phone's PBX view shows them.
+    let register = load_capture_file(&common::fixture("register.ami")).unwrap();
+    rig.ami.play(&register.instantiate(1), 0.0).await;
+    let call = load_capture_file(&common::fixture("answered_caller_hangup.ami")).unwrap();
+    rig.ami.play(&call.instantiate(2), 0.0).await;
+    let record = rig.wait_record(&id).await;
+    rig.wait_dial(&id, |b| {
+        b["record_id"] == record["id"] && b["ended_at"].is_string()
+    })
+    .await;
+    let (_, phone) = rig.get("/api/v1/phones/101").await;
+    let pbx = &phone["state"]["pbx"];
+    assert_eq!(pbx["registered"], true, "{phone:#}");
+    assert!(
+        pbx["contact"].as_str().unwrap().starts_with("sip:101@"),
+        "{pbx}"
+    );
+    assert_eq!(pbx["call"], Value::Null, "the call is over: {pbx}");
+
+    // Restart: the journal is replayed (the record is rebuilt without the phone dial's
+    // link), the store puts the link back, and the request is served from the store.
+    rig.service.stop().await.unwrap();
+    rig.service = Service::start(&rig.settings).await.expect("restart");
+    let (status, again) = rig.get(&format!("/api/v1/dial/{id}")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["state"], "answered");
+    assert_eq!(again["record_id"], record["id"]);
+    let (status, stored) = rig
+        .get(&format!("/api/v1/calls/{}", record["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["dial_request_id"], id.as_str());
     rig.stop().await;
 }

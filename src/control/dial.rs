@@ -397,6 +397,13 @@ impl DialTracker {
         self.requests.is_empty()
     }
 
+    /// Whether a phone dial is still going on (only then do phone call callbacks matter).
+    pub fn follows_phone_dials(&self) -> bool {
+        self.requests
+            .values()
+            .any(|t| t.status.via == DialVia::Phone && !t.status.is_over())
+    }
+
     /// A request by id.
     pub fn get(&self, id: &str) -> Option<DialStatus> {
         self.requests.get(id).map(|t| t.status.clone())

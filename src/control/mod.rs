@@ -450,7 +450,7 @@ impl Control {
     }
 
     fn on_phone_input(&self, t: DateTime<Utc>, peer: &str, target: &str) {
-        if lock(&self.inner.tracker).is_empty() {
+        if !lock(&self.inner.tracker).follows_phone_dials() {
             return;
         }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
