@@ -328,6 +328,20 @@ pub struct SimCallback {
     pub error: Option<String>,
 }
 
+/// A call the phone placed: what a PBX would see arrive as an INVITE from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimDial {
+    /// The phone's extension.
+    pub extension: String,
+    /// What was dialled (after `$` → `#` and `@N` handling).
+    pub number: String,
+    pub line: u8,
+    /// The SIP Call-ID the phone chose for the INVITE (what Snom/Grandstream report).
+    pub sip_call_id: String,
+    /// The phone-side handle (Yealink `$call_id`).
+    pub handle: u32,
+}
+
 /// A running simulated phone. Cloning gives another handle to the same phone.
 #[derive(Clone)]
 pub struct PhoneSim {
@@ -372,6 +386,9 @@ struct Inner {
     nonces: VecDeque<String>,
     next_handle: u32,
     last_dialed: Option<String>,
+    /// Told about every call the phone places because of a command (Active URI, keys), so a
+    /// simulated PBX can carry it on; see [`PhoneSim::set_dial_hook`].
+    dial_hook: Option<mpsc::UnboundedSender<SimDial>>,
 }
 
 struct CallbackJob {
@@ -499,6 +516,7 @@ impl PhoneSim {
                 nonces: VecDeque::new(),
                 next_handle: 1,
                 last_dialed: None,
+                dial_hook: None,
             }),
             cfg,
             cb_tx,
@@ -623,6 +641,29 @@ impl PhoneSim {
         }
         sh.emit(&mut inner, Ev::Terminated);
         sh.clear_call(&mut inner);
+    }
+
+    /// The user dials `number` on the keypad (→ `outgoing_call`). Returns the call as the PBX
+    /// would see it, or `None` when the phone is busy or the number empty. Not reported to the
+    /// dial hook: the caller already knows.
+    pub async fn dial(&self, number: &str) -> Option<SimDial> {
+        let sh = &self.shared;
+        let mut inner = sh.lock();
+        let line = inner.state.selected_line;
+        sh.start_dial(&mut inner, number, line).ok()
+    }
+
+    /// The user presses hold (`on`) or resume (→ `hold` / `unhold`); false when there is no
+    /// call in the matching state.
+    pub async fn set_hold(&self, on: bool) -> bool {
+        let mut inner = self.shared.lock();
+        self.shared.set_hold(&mut inner, on, None)
+    }
+
+    /// Reports every call the phone places because of a command it received (Active URI dial,
+    /// keys, redial) to `hook`, so a simulated PBX can turn it into a call (`None`: nobody).
+    pub fn set_dial_hook(&self, hook: Option<mpsc::UnboundedSender<SimDial>>) {
+        self.shared.lock().dial_hook = hook;
     }
 
     /// Full URLs of the callbacks fired so far (completed or failed), in order.
@@ -1399,21 +1440,40 @@ impl Shared {
         self.dial(inner, &number, line.unwrap_or(1))
     }
 
+    /// A dial the phone carries out because of a command: reported to the dial hook.
     fn dial(self: &Arc<Self>, inner: &mut Inner, number: &str, line: u8) -> String {
+        match self.start_dial(inner, number, line) {
+            Ok(dial) => {
+                if let Some(hook) = &inner.dial_hook {
+                    let _ = hook.send(dial);
+                }
+                format!("dial {number} on line {line}")
+            }
+            Err(why) => why.into(),
+        }
+    }
+
+    fn start_dial(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        number: &str,
+        line: u8,
+    ) -> Result<SimDial, &'static str> {
         if number.is_empty() {
-            return "empty number: nothing dialled".into();
+            return Err("empty number: nothing dialled");
         }
         if inner.call.is_some() {
-            return "busy: dial ignored".into();
+            return Err("busy: dial ignored");
         }
         let handle = inner.next_handle;
         inner.next_handle += 1;
         inner.state.dial_input = None;
         inner.state.selected_line = line;
         inner.last_dialed = Some(number.to_owned());
+        let sip_call_id = format!("{}@{}", uuid_like(), self.addr.ip());
         inner.call = Some(CallCtx {
             handle,
-            sip_call_id: format!("{}@{}", uuid_like(), self.addr.ip()),
+            sip_call_id: sip_call_id.clone(),
             incoming: false,
             remote: number.to_owned(),
             line,
@@ -1440,7 +1500,13 @@ impl Shared {
                 }
             });
         }
-        format!("dial {number} on line {line}")
+        Ok(SimDial {
+            extension: self.cfg.extension.clone(),
+            number: number.to_owned(),
+            line,
+            sip_call_id,
+            handle,
+        })
     }
 
     fn far_end_answer(&self, handle: Option<u32>) {
@@ -2804,6 +2870,40 @@ mod tests {
         assert_eq!(fired[0].event, "dnd_on");
         assert_eq!(fired[0].status, None);
         assert!(fired[0].error.is_some());
+    }
+
+    #[tokio::test]
+    async fn commanded_dials_reach_the_dial_hook_and_keypad_dials_do_not() {
+        let sim = start(PhoneSimConfig::for_vendor(PhoneVendor::Yealink, "201")).await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        sim.set_dial_hook(Some(tx));
+        get(&sim, "/servlet?key=number=%2B15550100&outgoing_uri=201@pbx").await;
+        let dial = rx.recv().await.expect("the commanded dial is reported");
+        assert_eq!(dial.extension, "201");
+        assert_eq!(dial.number, "+15550100");
+        assert_eq!(
+            sim.state().sip_call_id.as_deref(),
+            Some(dial.sip_call_id.as_str())
+        );
+        assert_eq!(sim.state().call_handle, Some(dial.handle));
+        // Busy: a second command places no call and reports nothing.
+        get(&sim, "/servlet?key=number=300").await;
+        sim.hang_up().await;
+        // The user dials on the keypad: the caller gets the call, the hook hears nothing.
+        let own = sim.dial("300").await.expect("idle phone dials");
+        assert_eq!(own.number, "300");
+        assert!(sim.dial("301").await.is_none(), "busy");
+        assert!(
+            !sim.set_hold(true).await,
+            "nothing to hold before the answer"
+        );
+        assert!(matches!(sim.state().call, SimCallState::Dialing { .. }));
+        sim.far_end_answers().await;
+        assert!(sim.set_hold(true).await);
+        assert!(matches!(sim.state().call, SimCallState::Held { .. }));
+        assert!(sim.set_hold(false).await);
+        assert!(!sim.set_hold(false).await, "not held");
+        assert!(rx.try_recv().is_err(), "nothing else reported");
     }
 
     #[test]
