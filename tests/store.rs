@@ -789,7 +789,20 @@ async fn file_store_survives_reopen_and_migrations_are_idempotent() {
                 .fetch_all(store.pool())
                 .await
                 .unwrap();
-        assert_eq!(applied, [(1, true)]);
+        // Every migration in migrations/ applied once and successfully.
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
+            .count();
+        assert_eq!(applied.len(), on_disk, "{applied:?}");
+        assert_eq!(applied[0], (1, true));
+        assert!(applied.iter().all(|(_, ok)| *ok), "{applied:?}");
         store.close().await;
     }
 }
