@@ -2360,4 +2360,45 @@ mod tests {
         assert_eq!(find_file(&[&first, &second]), Some(first));
         assert_eq!(find_file(&[&dir.path().join("none.toml")]), None);
     }
+
+    #[test]
+    fn dial_and_dnd_settings_are_checked() {
+        let settings = load_ok(
+            "[dial]\ndefault_via = \"pbx\"\nchannel = \"Local/{ext}@from-internal\"\n\
+             [dnd]\npbx_mode = \"devstate\"\nloop_guard = \"2s\"\n",
+            &[],
+        );
+        assert_eq!(settings.dial.default_via, DialVia::Pbx);
+        assert_eq!(settings.dnd.pbx_mode, DndPbxMode::Devstate);
+        assert_eq!(settings.dnd.loop_guard, Duration::from_secs(2));
+        let found = problems(
+            "[dial]\npbx = \"nope\"\nchannel = \"PJSIP/101\"\ncaller_id = \"{who}\"\npriority = 0\n\
+             rate_window = \"0s\"\n[dnd]\ndevstate_device = \"Custom:DND\"\n\
+             devstate_off = \"busy\"\nastdb_key = \"{ext\"\n",
+            &[],
+        );
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "dial.pbx",
+            "dial.channel",
+            "dial.caller_id",
+            "dial.priority",
+            "dial.rate_window",
+            "dnd.devstate_device",
+            "dnd.devstate_off",
+            "dnd.astdb_key",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {found:?}");
+        }
+        let placeholder = found.iter().find(|p| p.key == "dial.caller_id").unwrap();
+        assert!(
+            placeholder.message.contains("{who}") && placeholder.message.contains("{to}"),
+            "{placeholder:?}"
+        );
+        let env = env(&[("CTIBRIDGE__DND__PBX_MODE", "astdb")]);
+        assert_eq!(
+            load_from_str("", &env).unwrap().dnd.pbx_mode,
+            DndPbxMode::Astdb
+        );
+    }
 }
