@@ -30,6 +30,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhook outbox",
         include_str!("../../migrations/0004_webhook_outbox.sql"),
     ),
+    (
+        5,
+        "readiness",
+        include_str!("../../migrations/0005_readiness.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as a sqlx migration source.

@@ -181,6 +181,24 @@ impl Store {
         &self.pool
     }
 
+    /// The readiness probe: rewrites the one row of the `readiness` table (migration 0005).
+    /// A committed write proves what a read cannot: a connection can be had, and the
+    /// database takes writes — not read-only, not locked by another process beyond the busy
+    /// timeout, its disk not full. (`BEGIN IMMEDIATE` alone is not enough: SQLite grants it
+    /// on a read-only database in WAL mode.) One autocommit statement, so a caller that
+    /// gives up waiting leaves no transaction open.
+    pub async fn probe_writable(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO readiness (id, probed_at) VALUES (1, ?) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(format_timestamp(&Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(ctx("writing the readiness row"))?;
+        Ok(())
+    }
+
     /// Closes all connections (and, for a file, lets SQLite fold the WAL back into the
     /// database). Further calls fail.
     pub async fn close(&self) {
