@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod journal;
 pub mod live;
+pub mod metrics;
 pub mod phone;
 pub mod record;
 pub mod replay;

@@ -152,6 +152,14 @@ impl Service {
             },
         )));
         let callback_stats = Arc::new(CallbackStats::default());
+        // The consumer publishes the correlator's sizes here; /metrics reads them.
+        let consumer_gauges = Arc::new(crate::metrics::ConsumerGauges::default());
+        let ops = Arc::new(crate::metrics::Metrics::new(
+            ami.clone(),
+            active_uri.clone(),
+            consumer_gauges.clone(),
+            Some(webhooks.stats()),
+        ));
         let orphans = Arc::new(Mutex::new(VecDeque::new()));
         keep_orphans(&mut correlator, &orphans);
         let listener = crate::http::bind(settings.http.listen)
@@ -175,6 +183,7 @@ impl Service {
                 keepalive: settings.live.keepalive,
                 cut_grace: settings.live.cut_grace,
             },
+            ops,
         });
         tasks.push(tokio::spawn(crate::http::serve(
             listener,
@@ -189,6 +198,7 @@ impl Service {
             orphans.clone(),
             control.clone(),
             crate::live::Publisher::new(hub.clone()),
+            consumer_gauges,
         ));
         Ok(Service {
             ami,
@@ -321,6 +331,7 @@ async fn consume(
     orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
     control: crate::control::Control,
     mut live: crate::live::Publisher,
+    gauges: Arc<crate::metrics::ConsumerGauges>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -332,6 +343,7 @@ async fn consume(
                     log_input(&entry);
                     control.on_input(&entry);
                     live.input(&entry);
+                    gauges.input_done();
                     correlator.handle(&entry)
                 }
             },
@@ -349,16 +361,19 @@ async fn consume(
                 tracing::error!(id = %record.id, error = %e, "storing a call record failed");
             }
         }
-        keep_orphans(&mut correlator, &orphans);
+        gauges.add_orphans(keep_orphans(&mut correlator, &orphans));
+        gauges.observe(&correlator);
     }
 }
 
 /// Moves new orphan callbacks out of the correlator into the API's bounded list. Draining
 /// (rather than copying the whole list) keeps a flood of unmatched callbacks linear.
-fn keep_orphans(correlator: &mut Correlator, orphans: &Mutex<VecDeque<OrphanCallback>>) {
+/// Returns how many were moved.
+fn keep_orphans(correlator: &mut Correlator, orphans: &Mutex<VecDeque<OrphanCallback>>) -> usize {
     let new = correlator.take_orphans();
-    if new.is_empty() {
-        return;
+    let n = new.len();
+    if n == 0 {
+        return 0;
     }
     let mut kept = orphans.lock().unwrap_or_else(|p| p.into_inner());
     for orphan in new {
@@ -367,6 +382,7 @@ fn keep_orphans(correlator: &mut Correlator, orphans: &Mutex<VecDeque<OrphanCall
         }
         kept.push_back(orphan);
     }
+    n
 }
 
 /// A debug line per call event, a warning per gap.

@@ -10,6 +10,7 @@ pub mod control;
 pub mod error;
 pub mod events;
 pub mod lenient;
+pub mod ops;
 pub mod phones;
 pub mod webhooks;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub control: crate::control::Control,
     /// Live event streams (SSE, WebSocket).
     pub live: events::LiveHttp,
+    /// Metrics and readiness (`/metrics`, `/readyz`) and the HTTP latency histograms.
+    pub ops: Arc<crate::metrics::Metrics>,
 }
 
 /// Lets a handler close its own connection at once — for a live-event client that stopped
@@ -60,6 +63,7 @@ impl ConnectionClose {
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.ops.clone();
     Router::new()
         .route(
             "/action-url/{event}",
@@ -84,7 +88,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(events::sse))
         .route("/api/v1/ws", get(events::ws))
         .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        // Keep this layer after every route: it wraps only the routes added before it.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            ops::track_latency,
+        ))
         .with_state(state)
 }
 
