@@ -10,8 +10,11 @@
 //!   the common actions, a live-channel table and fault injection (refused sessions, sessions
 //!   cut mid-message).
 //!
-//! A desk-phone simulator (Action URLs) is meant to join these later.
+//! - [`phone`]: a simulated desk phone of each vendor (Active URI server, Action URL callbacks);
+//! - [`pbx`]: a simulated telephone system that makes calls between those phones and a trunk,
+//!   reported over the AMI server and by the phones (what `ctibridge demo` runs).
 
 pub mod ami_server;
 pub mod fixtures;
+pub mod pbx;
 pub mod phone;
