@@ -5,16 +5,25 @@
 // - GET /api/v1/events (SSE; `access_token` in the query because EventSource cannot set
 //   headers) for live calls, phone state and dial status;
 // - GET /readyz (no token) every few seconds, for the "AMI link down" banner.
-// The token lives in sessionStorage: it is gone when the browser tab closes.
+// The token lives in sessionStorage: it is gone when the browser tab closes. A link such as
+// `/ui#token=demo-token` (what `ctibridge demo` prints) hands it over once; the fragment never
+// reaches the server and is removed from the address bar right away.
+//
+// Element ids and classes that scripts and tests rely on: #phones (rows data-ext), the DND
+// buttons `.dnd-toggle[data-ext]` (data-dnd on|off|unknown), #live-calls (rows data-call,
+// data-request), #dial-form, #dial-requests (items data-request, data-state), #records (rows
+// data-record, data-request).
 "use strict";
 
 const TOKEN_KEY = "ctibridge.token";
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   phones: new Map(), // extension -> phone (API view)
-  calls: new Map(), // call id -> {call, state, since, answeredAt}
+  calls: new Map(), // call id -> {call, state, answeredAt, fresh}
   dials: new Map(), // request id -> dial status
+  pendingDnd: new Set(), // extensions with a DND change in flight
   source: null,
+  recordsTimer: null,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -24,10 +33,10 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") node.className = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null) node.setAttribute(k, v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children) {
-    if (c === null || c === undefined) continue;
+    if (c === null || c === undefined || c === "") continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
@@ -44,7 +53,7 @@ async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (state.token) headers.Authorization = "Bearer " + state.token;
   if (options.body && !headers["Content-Type"]) headers["Content-Type"] = "application/json";
-  const res = await fetch(path, Object.assign({}, options, { headers }));
+  const res = await fetch(path, Object.assign({ cache: "no-store" }, options, { headers }));
   if (res.status === 401 || res.status === 403) {
     const body = await res.json().catch(() => ({}));
     showMessage(`${res.status}: ${body.message || body.error || "token refused"} — enter a token with the needed scope.`, true);
@@ -53,36 +62,77 @@ async function api(path, options = {}) {
   return res;
 }
 
-// ----- phones -----
+// ----- formatting -----
 
-function phoneDnd(p) {
-  const s = p.state || {};
-  if (s.dnd !== null && s.dnd !== undefined) return s.dnd;
-  if (s.pbx && s.pbx.dnd !== null && s.pbx.dnd !== undefined) return s.pbx.dnd;
-  return null;
+// `sip:101@pbx.example` / `"Bob" <sip:102@host>` / `102` → the number.
+function number(v) {
+  if (!v) return "";
+  let s = String(v).trim();
+  const angle = s.match(/<([^>]*)>/);
+  if (angle) s = angle[1];
+  s = s.replace(/^sips?:/i, "");
+  const at = s.indexOf("@");
+  return at > 0 ? s.slice(0, at) : s;
 }
 
-function phoneRegistered(p) {
-  const s = p.state || {};
-  if (s.registered !== null && s.registered !== undefined) return s.registered;
-  if (s.pbx && s.pbx.registered !== null && s.pbx.registered !== undefined) return s.pbx.registered;
-  return null;
+function party(p) {
+  if (!p) return "";
+  const n = p.number || p.extension || "";
+  return p.name && p.name !== n ? `${p.name} <${n}>` : n;
 }
 
-function phoneCall(p) {
-  const s = p.state || {};
-  if (s.call) return `${s.call.state}${s.call.remote ? " with " + s.call.remote : ""}`;
-  if (s.pbx && s.pbx.call) {
-    const c = s.pbx.call;
-    return `${c.state}${c.remote ? " with " + c.remote : ""}`;
-  }
-  return "";
+function elapsed(from) {
+  const s = Math.max(0, Math.floor((Date.now() - Date.parse(from)) / 1000));
+  const m = Math.floor(s / 60);
+  return `${m}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function shortTime(t) {
+  if (!t) return "";
+  return t.replace("T", " ").replace(/\.\d+/, "").replace(/(Z|[+-]00:?00)$/, "");
+}
+
+// The time of day of an RFC 3339 UTC time, the whole time in the tooltip.
+function clock(t) {
+  if (!t) return "";
+  const m = String(t).match(/T(\d\d:\d\d:\d\d)/);
+  return el("span", { title: shortTime(t) + " UTC" }, m ? m[1] : shortTime(t));
+}
+
+// A request id, shortened for tables (the whole id in the tooltip).
+function requestBadge(id) {
+  if (!id) return "";
+  const short = id.length > 12 ? id.slice(0, 11) + "…" : id;
+  return el("span", { class: "badge", title: "click-to-call request " + id }, short);
+}
+
+function secs(v) {
+  return v === undefined || v === null ? "" : Number(v).toFixed(0);
 }
 
 function yesNo(v) {
   if (v === true) return el("span", { class: "on" }, "yes");
   if (v === false) return el("span", { class: "off" }, "no");
   return el("span", { class: "off" }, "?");
+}
+
+// ----- phones -----
+
+function pick(p, key) {
+  const s = p.state || {};
+  if (s[key] !== null && s[key] !== undefined) return s[key];
+  if (s.pbx && s.pbx[key] !== null && s.pbx[key] !== undefined) return s.pbx[key];
+  return null;
+}
+
+// The phone's own view of its call (its callbacks), else the PBX's (its channel).
+function phoneCall(p) {
+  const s = p.state || {};
+  const c = s.call || (s.pbx && s.pbx.call);
+  if (!c) return null;
+  const st = String(c.state || "").toLowerCase();
+  const remote = number(c.remote);
+  return { state: st, text: `${st}${remote ? " with " + remote : ""}` };
 }
 
 function renderPhones() {
@@ -92,21 +142,28 @@ function renderPhones() {
   const chosen = select.value;
   select.replaceChildren();
   for (const p of [...state.phones.values()].sort((a, b) => a.extension.localeCompare(b.extension))) {
-    const dnd = phoneDnd(p);
+    const dnd = pick(p, "dnd");
+    const pending = state.pendingDnd.has(p.extension);
     const toggle = el("button", {
+      type: "button",
       class: "dnd-toggle" + (dnd ? " dnd-on" : ""),
       "data-ext": p.extension,
+      "data-dnd": dnd === true ? "on" : dnd === false ? "off" : "unknown",
+      disabled: pending,
       title: "Switch DND on the phone (and the PBX, when configured)",
       onclick: () => setDnd(p.extension, !dnd),
-    }, dnd ? "DND on" : "DND off");
+    }, pending ? "DND …" : dnd === true ? "DND on" : dnd === false ? "DND off" : "DND ?");
+    if (dnd === null && !pending) toggle.title = "The phone has not reported DND yet; click to switch it on";
     const s = p.state || {};
+    const call = phoneCall(p);
+    const model = [p.vendor, p.model].filter(Boolean).join(" · ");
     body.append(el("tr", { "data-ext": p.extension },
       el("td", {}, p.extension),
-      el("td", {}, p.vendor || (p.configured ? "" : "discovered")),
-      el("td", {}, yesNo(phoneRegistered(p))),
+      el("td", {}, model || (p.configured ? "" : "discovered")),
+      el("td", {}, yesNo(pick(p, "registered"))),
       el("td", {}, toggle),
-      el("td", { class: "phone-call" }, phoneCall(p)),
-      el("td", {}, s.auth_failed ? el("span", { class: "bad" }, "auth failed") : shortTime(s.last_seen)),
+      el("td", { class: "phone-call", "data-state": call ? call.state : "idle" }, call ? call.text : ""),
+      el("td", {}, s.auth_failed ? el("span", { class: "bad" }, "auth failed") : clock(s.last_seen)),
     ));
     if (p.configured) select.append(el("option", { value: p.extension }, p.extension));
   }
@@ -122,6 +179,8 @@ async function loadPhones() {
 }
 
 async function setDnd(ext, enabled) {
+  state.pendingDnd.add(ext);
+  renderPhones();
   try {
     const res = await api(`/api/v1/phones/${encodeURIComponent(ext)}/dnd`, {
       method: "PUT",
@@ -130,48 +189,37 @@ async function setDnd(ext, enabled) {
     const body = await res.json().catch(() => ({}));
     if (!res.ok) {
       showMessage(`DND for ${ext}: ${body.message || res.status}`, true);
-      return;
+    } else {
+      showMessage(`DND ${enabled ? "on" : "off"} sent to ${ext}.`);
     }
-    showMessage(`DND ${enabled ? "on" : "off"} sent to ${ext}.`);
-    await loadPhones();
   } catch (e) {
     if (e.message !== "unauthorized") showMessage(`DND for ${ext}: ${e.message}`, true);
+  } finally {
+    state.pendingDnd.delete(ext);
+    await loadPhones().catch(() => renderPhones());
   }
 }
 
 // ----- live calls -----
 
-function party(p) {
-  if (!p) return "";
-  const n = p.number || p.extension || "";
-  return p.name && p.name !== n ? `${p.name} <${n}>` : n;
-}
-
-function seconds(from) {
-  const s = Math.max(0, Math.floor((Date.now() - Date.parse(from)) / 1000));
-  const m = Math.floor(s / 60);
-  return `${m}:${String(s % 60).padStart(2, "0")}`;
-}
-
-function shortTime(t) {
-  if (!t) return "";
-  return t.replace("T", " ").replace(/\.\d+Z$/, "Z").replace(/Z$/, "");
-}
-
 function renderCalls() {
   const body = $("#live-calls tbody");
   body.replaceChildren();
-  for (const [id, c] of state.calls) {
-    body.append(el("tr", { "data-call": id, class: c.fresh ? "fresh" : "" },
+  const sorted = [...state.calls.entries()].sort((a, b) => a[1].call.started_at.localeCompare(b[1].call.started_at));
+  for (const [id, c] of sorted) {
+    const req = c.call.dial_request_id || "";
+    body.append(el("tr", { "data-call": id, "data-request": req || null, class: c.fresh ? "fresh" : "" },
       el("td", {}, party(c.call.from)),
       el("td", {}, party(c.call.to)),
       el("td", {}, c.call.direction || ""),
-      el("td", { class: "call-state" }, c.state),
-      el("td", { class: "timer" }, seconds(c.answeredAt || c.call.started_at)),
+      el("td", { class: "call-state", "data-state": c.state }, c.state),
+      el("td", { class: "timer num" }, elapsed(c.answeredAt || c.call.started_at)),
+      el("td", {}, requestBadge(req)),
     ));
     c.fresh = false;
   }
   $("#live-count").textContent = String(state.calls.size);
+  $("#live-empty").hidden = state.calls.size > 0;
 }
 
 function onCallEvent(type, ev) {
@@ -183,22 +231,22 @@ function onCallEvent(type, ev) {
   }
   const call = d.call;
   if (!call) return;
-  let c = state.calls.get(call.id);
   if (type === "call.ended") {
     state.calls.delete(call.id);
     renderCalls();
-    loadRecords();
+    scheduleRecords();
     return;
   }
+  let c = state.calls.get(call.id);
   if (!c) {
     c = { call, state: "started", fresh: true };
     state.calls.set(call.id, c);
   }
   c.call = call;
-  if (type === "call.ringing") c.state = c.answeredAt ? c.state : "ringing";
+  if (type === "call.ringing" && !c.answeredAt) c.state = "ringing";
   if (type === "call.answered") {
     c.state = "talking";
-    c.answeredAt = call.answered_at || ev.at;
+    c.answeredAt = c.answeredAt || call.answered_at || ev.at;
   }
   if (type === "call.held") c.state = "on hold";
   if (type === "call.unheld") c.state = "talking";
@@ -211,13 +259,18 @@ function onCallEvent(type, ev) {
 function renderDials() {
   const list = $("#dial-requests");
   list.replaceChildren();
-  const recent = [...state.dials.values()].slice(-8).reverse();
+  const recent = [...state.dials.values()]
+    .sort((a, b) => String(b.created_at || "").localeCompare(String(a.created_at || "")))
+    .slice(0, 8);
   for (const d of recent) {
-    list.append(el("li", { "data-request": d.request_id },
-      `${d.from} → ${d.to} via ${d.via}: `,
+    const done = d.ended_at ? " · ended" : "";
+    list.append(el("li", { "data-request": d.request_id, "data-state": d.state },
+      `${d.from} → ${d.to} via ${d.via || d.via_requested || "?"}: `,
       el("span", { class: "dial-state state-" + d.state }, d.state),
-      d.message ? ` (${d.message})` : "",
-      d.call_id ? ` · call ${d.call_id}` : "",
+      d.state === "failed" && (d.message || d.reason) ? ` (${d.message || d.reason})` : "",
+      done,
+      " ",
+      el("span", { class: "badge", title: "request id" }, d.request_id),
     ));
   }
 }
@@ -228,11 +281,16 @@ function trackDial(status) {
   renderDials();
 }
 
+function dialOver(d) {
+  return d && (d.state === "failed" || (d.state === "answered" && d.ended_at));
+}
+
+// The live stream carries `dial.status`; polling is the fallback while it is down.
 async function pollDial(id) {
-  for (let i = 0; i < 60; i++) {
+  for (let i = 0; i < 90; i++) {
     await new Promise((r) => setTimeout(r, 2000));
-    const d = state.dials.get(id);
-    if (d && (d.state === "answered" || d.state === "failed")) return;
+    if (dialOver(state.dials.get(id))) return;
+    if (state.source && state.source.readyState === EventSource.OPEN) continue;
     const res = await api(`/api/v1/dial/${encodeURIComponent(id)}`).catch(() => null);
     if (res && res.ok) trackDial(await res.json());
   }
@@ -240,7 +298,9 @@ async function pollDial(id) {
 
 async function submitDial(e) {
   e.preventDefault();
-  const body = { from: $("#dial-from").value, to: $("#dial-to").value, via: $("#dial-via").value };
+  const body = { from: $("#dial-from").value, to: $("#dial-to").value.trim(), via: $("#dial-via").value };
+  const button = $("#dial-form button[type=submit]");
+  button.disabled = true;
   try {
     const res = await api("/api/v1/dial", { method: "POST", body: JSON.stringify(body) });
     const answer = await res.json().catch(() => ({}));
@@ -248,11 +308,13 @@ async function submitDial(e) {
       showMessage(`Call not placed (${res.status}): ${answer.message || answer.error || ""}`, true);
       return;
     }
-    showMessage(`Request ${answer.request_id} accepted (${answer.via}).`);
+    showMessage(`Request ${answer.request_id} accepted (via ${answer.via}).`);
     trackDial(answer);
     pollDial(answer.request_id);
   } catch (err) {
     if (err.message !== "unauthorized") showMessage(`Call not placed: ${err.message}`, true);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -260,10 +322,15 @@ async function submitDial(e) {
 
 function recordFilters() {
   const q = new URLSearchParams();
-  if ($("#search-ext").value) q.set("ext", $("#search-ext").value);
-  if ($("#search-number").value) q.set("number", $("#search-number").value);
+  if ($("#search-ext").value) q.set("ext", $("#search-ext").value.trim());
+  if ($("#search-number").value) q.set("number", $("#search-number").value.trim());
   if ($("#search-direction").value) q.set("direction", $("#search-direction").value);
   return q;
+}
+
+function matchedPhones(r) {
+  const phones = new Set((r.correlation || []).map((c) => c.phone).filter(Boolean));
+  return [...phones].sort().join(", ");
 }
 
 async function loadRecords() {
@@ -275,17 +342,26 @@ async function loadRecords() {
   const body = $("#records tbody");
   body.replaceChildren();
   for (const r of page.records || []) {
-    body.append(el("tr", { "data-record": r.id },
+    body.append(el("tr", { "data-record": r.id, "data-request": r.dial_request_id || null },
       el("td", {}, shortTime(r.started_at)),
       el("td", {}, party(r.from)),
       el("td", {}, party(r.to)),
       el("td", {}, r.direction),
-      el("td", {}, r.disposition + (r.missed ? " (missed)" : "")),
+      el("td", { class: "disp-" + r.disposition }, r.disposition + (r.missed ? " (missed)" : "")),
       el("td", {}, r.answered_by || ""),
-      el("td", {}, r.talk_s !== undefined && r.talk_s !== null ? Number(r.talk_s).toFixed(0) : ""),
-      el("td", {}, r.dial_request_id || ""),
+      el("td", { class: "num" }, secs(r.ring_s)),
+      el("td", { class: "num" }, secs(r.talk_s)),
+      el("td", { class: "num" }, r.hold_s ? secs(r.hold_s) : ""),
+      el("td", {}, matchedPhones(r)),
+      el("td", {}, requestBadge(r.dial_request_id)),
     ));
   }
+}
+
+// Several calls can end at once: one reload for the burst.
+function scheduleRecords() {
+  clearTimeout(state.recordsTimer);
+  state.recordsTimer = setTimeout(() => loadRecords(), 300);
 }
 
 async function downloadCsv() {
@@ -304,7 +380,7 @@ async function downloadCsv() {
 const EVENT_TYPES = [
   "call.started", "call.ringing", "call.answered", "call.held", "call.unheld",
   "call.transferred", "call.merged", "call.ended", "phone.state", "dial.status", "gap",
-  "stream.reset",
+  "stream.reset", "stream.closed",
 ];
 
 function setStreamState(s, text) {
@@ -333,7 +409,13 @@ function connectStream() {
         renderPhones();
       } else if (type === "dial.status") trackDial(ev.data);
       else if (type === "gap") showMessage(`AMI gap on ${ev.data.pbx}: ${ev.data.reason}`, true);
-      else if (type === "stream.reset") loadPhones();
+      else if (type === "stream.reset") {
+        // Some events were missed: what is known of live calls may be stale.
+        state.calls.clear();
+        renderCalls();
+        loadPhones().catch(() => {});
+        scheduleRecords();
+      } else if (type === "stream.closed") setStreamState("error", "cut off, reconnecting");
     });
   }
 }
@@ -361,12 +443,13 @@ function tick() {
   for (const td of document.querySelectorAll("#live-calls td.timer")) {
     const id = td.parentElement.dataset.call;
     const c = state.calls.get(id);
-    if (c) td.textContent = seconds(c.answeredAt || c.call.started_at);
+    if (c) td.textContent = elapsed(c.answeredAt || c.call.started_at);
   }
 }
 
 async function start() {
   showMessage("");
+  renderCalls();
   if (!state.token) {
     showMessage("Enter an API token (the demo prints one) to see phones and calls.");
     setStreamState("off", "no token");
@@ -388,7 +471,7 @@ function init() {
   if (m) {
     state.token = decodeURIComponent(m[1]);
     sessionStorage.setItem(TOKEN_KEY, state.token);
-    history.replaceState(null, "", location.pathname);
+    history.replaceState(null, "", location.pathname + location.search);
   }
   $("#token").value = state.token;
   $("#token-form").addEventListener("submit", (e) => {
@@ -402,6 +485,7 @@ function init() {
     state.token = "";
     $("#token").value = "";
     if (state.source) state.source.close();
+    state.source = null;
     start();
   });
   $("#dial-form").addEventListener("submit", submitDial);
