@@ -158,7 +158,14 @@ impl Service {
             ami.clone(),
             active_uri.clone(),
             consumer_gauges.clone(),
-            Some(webhooks.stats()),
+            Some(crate::metrics::WebhookSources {
+                stats: webhooks.stats(),
+                targets: settings
+                    .webhooks
+                    .iter()
+                    .map(|w| w.effective_name().to_string())
+                    .collect(),
+            }),
         ));
         let orphans = Arc::new(Mutex::new(VecDeque::new()));
         keep_orphans(&mut correlator, &orphans);

@@ -1,7 +1,8 @@
 //! `GET /metrics` scraped over a real socket from a running service after real traffic: an
 //! AMI session that carries a recorded call, phone callbacks (accepted, one with a bad
-//! escape, one with a wrong path secret, one from outside the allowed network), and Active
-//! URI commands (one to a simulated phone, one refused by the address allow-list).
+//! escape, one with a wrong path secret, one from outside the allowed network), Active URI
+//! commands (one to a simulated phone, one refused by the address allow-list), and a webhook
+//! target that refuses connections (its delivery stays pending).
 //!
 //! The text is parsed with `openmetrics-parser` (its Prometheus text grammar), which checks
 //! the exposition's structure — one TYPE per family, consistent label sets, histograms with a
@@ -44,6 +45,11 @@ async fn rig() -> Rig {
     )
     .await
     .unwrap();
+    // A port that was free a moment ago: the webhook target refuses connections.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let text = format!(
         r#"
 [http]
@@ -84,6 +90,13 @@ password = "admin"
 [[api.tokens]]
 token = "reader"
 scopes = ["read"]
+[[webhooks]]
+name = "crm"
+url = "http://{closed}/hook"
+events = ["call.ended"]
+timeout = "1s"
+retry_initial = "1h"
+retry_max = "1h"
 "#,
         db = dir.path().join("calls.db").display(),
         journal = dir.path().join("journal").display().to_string(),
@@ -265,6 +278,7 @@ async fn metrics_after_real_traffic_parse_and_hold_the_counts() {
             && value(&m, "ctibridge_live_calls", &[]) == 0.0
             && value(&m, "ctibridge_consumer_backlog", &[]) == 0.0
             && value(&m, "ctibridge_ami_messages_total", &pbx) == sent
+            && value(&m, "ctibridge_webhook_failed_attempts_total", &[]) == 1.0
         {
             settled = Some(m);
             break;
@@ -346,8 +360,15 @@ async fn metrics_after_real_traffic_parse_and_hold_the_counts() {
     );
     assert_eq!(total(&m, au), 2.0);
 
-    // Webhooks: exported, none configured.
-    assert_eq!(value(&m, "ctibridge_webhook_enqueued_total", &[]), 0.0);
+    // Webhooks: the call's `call.ended` is in the outbox; the target refused it once and
+    // the retry is an hour away, so it is pending and ageing.
+    assert_eq!(value(&m, "ctibridge_webhook_enqueued_total", &[]), 1.0);
+    assert_eq!(value(&m, "ctibridge_webhook_delivered_total", &[]), 0.0);
+    assert_eq!(value(&m, "ctibridge_webhook_given_up_total", &[]), 0.0);
+    let crm = [("target", "crm")];
+    assert_eq!(value(&m, "ctibridge_webhook_pending", &crm), 1.0);
+    let age = value(&m, "ctibridge_webhook_oldest_pending_age_seconds", &crm);
+    assert!(age > 0.0 && age < 60.0, "{age}");
 
     // HTTP latency: per route template and status class; never the raw path (the secret
     // and the event name stay out of the labels).

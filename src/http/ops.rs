@@ -20,7 +20,10 @@ use std::time::Instant;
 
 /// `GET /metrics`: the Prometheus text exposition (format 0.0.4).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.ops.render(&state.ingest, &state.callback_stats);
+    let body = state
+        .ops
+        .render(&state.ingest, &state.callback_stats, &state.store)
+        .await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 

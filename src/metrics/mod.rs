@@ -15,12 +15,14 @@
 //! Nothing is computed per event for metrics beyond those existing atomic adds. The consumer
 //! task publishes its correlator's sizes through [`ConsumerGauges`] (a few relaxed stores
 //! per input). HTTP latency is one [`histogram::HttpLatency::observe`] per request. A scrape
-//! reads the atomics and writes ~30 KB of text.
+//! reads the atomics, asks the store for each webhook target's backlog (two index lookups per
+//! target), and writes ~35 KB of text.
 //!
 //! # Labels
 //! Every label set is bounded by the configuration or the code: `pbx` (configured PBXs),
 //! `event` (the typed Action URL events plus `other`), `result`, `vendor`, `route` (route
-//! templates, never raw paths) and `status` (class: `2xx`, …).
+//! templates, never raw paths), `status` (class: `2xx`, …) and `target` (configured webhook
+//! targets).
 
 pub mod exposition;
 pub mod histogram;
@@ -32,12 +34,17 @@ use crate::http::action_url::{CallbackResult, CallbackStats};
 use crate::ingest::Ingest;
 use crate::phone::client::ActiveUriClient;
 use crate::phone::vendor::vendor_name;
+use crate::store::Store;
 use crate::webhook::WebhookStats;
 use chrono::{DateTime, Utc};
 use exposition::{Exposition, Kind};
 use histogram::HttpLatency;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a scrape waits for the webhook backlog from the store before leaving it out.
+const BACKLOG_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reads one counter of an AMI link.
 type AmiCounter = fn(&crate::ami::client::AmiStats) -> u64;
@@ -72,6 +79,13 @@ impl ConsumerGauges {
     }
 }
 
+/// The webhook machinery, as metrics see it.
+pub struct WebhookSources {
+    pub stats: Arc<WebhookStats>,
+    /// The configured targets' names (as in the outbox), for the backlog per target.
+    pub targets: Vec<String>,
+}
+
 /// The metrics registry of a running service: the sources not otherwise reachable from the
 /// HTTP state, and the HTTP latency histograms. The Ingest (with its journal) and the
 /// callback counters are passed to [`Metrics::render`] from the HTTP state, so this holds no
@@ -80,7 +94,7 @@ pub struct Metrics {
     ami: Vec<AmiHandle>,
     active_uri: ActiveUriClient,
     consumer: Arc<ConsumerGauges>,
-    webhooks: Option<Arc<WebhookStats>>,
+    webhooks: Option<WebhookSources>,
     /// HTTP request latency, recorded by `http::ops::track_latency`.
     pub http: HttpLatency,
     started_at: DateTime<Utc>,
@@ -92,7 +106,7 @@ impl Metrics {
         ami: Vec<AmiHandle>,
         active_uri: ActiveUriClient,
         consumer: Arc<ConsumerGauges>,
-        webhooks: Option<Arc<WebhookStats>>,
+        webhooks: Option<WebhookSources>,
     ) -> Metrics {
         Metrics {
             ami,
@@ -109,8 +123,32 @@ impl Metrics {
         &self.ami
     }
 
-    /// The whole exposition.
-    pub fn render(&self, ingest: &Ingest, callbacks: &CallbackStats) -> String {
+    /// The whole exposition. The webhook backlog is read from `store`; if that fails or
+    /// takes longer than a second, its two families are left out (and the failure logged).
+    pub async fn render(
+        &self,
+        ingest: &Ingest,
+        callbacks: &CallbackStats,
+        store: &Store,
+    ) -> String {
+        let backlog = match &self.webhooks {
+            Some(w) if !w.targets.is_empty() => {
+                match tokio::time::timeout(BACKLOG_TIMEOUT, webhook_backlog(store, &w.targets))
+                    .await
+                {
+                    Ok(Ok(backlog)) => Some(backlog),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "metrics: cannot read the webhook backlog");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("metrics: the webhook backlog query took over 1 s");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut out = Exposition::with_capacity(48 * 1024);
         self.process(&mut out);
         self.ami_links(&mut out);
@@ -118,7 +156,7 @@ impl Metrics {
         self.correlator(&mut out, ingest);
         phone_callbacks(&mut out, callbacks);
         self.active_uri_requests(&mut out);
-        self.webhook_deliveries(&mut out);
+        self.webhook_deliveries(&mut out, backlog.as_deref());
         self.http.write(
             &mut out,
             "ctibridge_http_request_duration_seconds",
@@ -261,8 +299,11 @@ impl Metrics {
         }
     }
 
-    fn webhook_deliveries(&self, out: &mut Exposition) {
-        let Some(w) = &self.webhooks else { return };
+    fn webhook_deliveries(&self, out: &mut Exposition, backlog: Option<&[Backlog]>) {
+        let Some(sources) = &self.webhooks else {
+            return;
+        };
+        let w = &sources.stats;
         let counters: [(&'static str, &str, &AtomicU64); 5] = [
             (
                 "ctibridge_webhook_enqueued_total",
@@ -294,7 +335,64 @@ impl Metrics {
             out.family(name, Kind::Counter, help)
                 .sample(&[], counter.load(Ordering::Relaxed));
         }
+        let Some(backlog) = backlog else { return };
+        let mut f = out.family(
+            "ctibridge_webhook_pending",
+            Kind::Gauge,
+            "Webhook lag: deliveries in the outbox not yet acknowledged or given up, per target.",
+        );
+        for b in backlog {
+            f.sample(&[("target", &b.target)], b.pending);
+        }
+        let now = Utc::now();
+        let mut f = out.family(
+            "ctibridge_webhook_oldest_pending_age_seconds",
+            Kind::Gauge,
+            "Webhook lag: age of the oldest pending delivery per target (0 when none is pending).",
+        );
+        for b in backlog {
+            let age = b.oldest.map_or(0.0, |t| {
+                ((now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0)
+            });
+            f.sample(&[("target", &b.target)], age);
+        }
     }
+}
+
+/// One webhook target's pending deliveries.
+struct Backlog {
+    target: String,
+    pending: u64,
+    /// When the oldest pending delivery was written to the outbox.
+    oldest: Option<DateTime<Utc>>,
+}
+
+/// Each target's pending deliveries, read through the store's pool (read-only SQL, as
+/// [`Store::pool`] allows). Both lookups use the outbox's `(target, state, event_id)` index:
+/// a count over the target's pending range, and its first row (the lowest event id, written
+/// first) — so a large backlog costs an index range count, not a row read per delivery.
+async fn webhook_backlog(store: &Store, targets: &[String]) -> Result<Vec<Backlog>, sqlx::Error> {
+    let mut out = Vec::with_capacity(targets.len());
+    for target in targets {
+        let row: (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), \
+                    (SELECT created_at FROM webhook_outbox \
+                     WHERE target = ?1 AND state = 'pending' ORDER BY event_id LIMIT 1) \
+             FROM webhook_outbox WHERE target = ?1 AND state = 'pending'",
+        )
+        .bind(target)
+        .fetch_one(store.pool())
+        .await?;
+        out.push(Backlog {
+            target: target.clone(),
+            pending: u64::try_from(row.0).unwrap_or(0),
+            oldest: row
+                .1
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        });
+    }
+    Ok(out)
 }
 
 fn journal_and_ingest(out: &mut Exposition, ingest: &Ingest) {
