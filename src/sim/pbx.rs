@@ -1377,10 +1377,30 @@ pub enum ApiRequest {
 /// Carries out an [`ApiRequest`].
 pub type ApiHook = Arc<dyn Fn(ApiRequest) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// A phone's line, its phone and what the world last saw of its DND.
+/// A phone's line and its phone.
 struct Line {
     ext: Extension,
     phone: PhoneSim,
+    /// The bridge can switch this phone's DND by command (not every vendor has one), so the
+    /// CRM and the feature codes are used on it; other phones are switched by hand.
+    dnd_by_command: bool,
+}
+
+/// Whether the bridge has an Active URI command for DND on phones of `vendor`.
+fn dnd_by_command(vendor: crate::config::PhoneVendor) -> bool {
+    use crate::phone::command::{KeyStyle, PhoneCommand};
+    use crate::phone::vendor::{profile, CommandContext};
+    let ctx = CommandContext {
+        extension: "100".into(),
+        account: None,
+        line: 1,
+        pbx_host: "pbx".into(),
+        password: String::new(),
+        key_style: KeyStyle::default(),
+    };
+    profile(vendor)
+        .http_requests(&PhoneCommand::DndOn, &ctx)
+        .is_ok()
 }
 
 /// The simulated telephone system at work; cloning gives another handle.
@@ -1410,6 +1430,8 @@ struct WorldState {
     /// Calls started so far.
     calls: u64,
     last_fixture_gen: u64,
+    /// A recorded call is due: new calls leave its extensions alone until they are free.
+    fixture_due: bool,
     /// Last DND state seen per extension, and when it last changed.
     dnd_seen: HashMap<String, (bool, tokio::time::Instant)>,
     /// Phones the world itself put into DND, and when their "meeting" ends.
@@ -1462,7 +1484,11 @@ impl PbxWorld {
             cfg,
             lines: phones
                 .into_iter()
-                .map(|(ext, phone)| Line { ext, phone })
+                .map(|(ext, phone)| Line {
+                    dnd_by_command: dnd_by_command(phone.config().vendor),
+                    ext,
+                    phone,
+                })
                 .collect(),
             state: Mutex::new(WorldState::default()),
             api,
@@ -1871,15 +1897,17 @@ impl WorldInner {
                 r.gen_bool(0.15),
             )
         };
-        if !self.fixtures.is_empty() && kind < 8 {
-            self.replay_fixture();
-            return;
+        if !self.fixtures.is_empty() && (kind < 8 || self.state().fixture_due) {
+            if self.replay_fixture() {
+                return;
+            }
+            self.state().fixture_due = true;
         }
         let free: Vec<Extension> = {
             let st = self.state();
             self.lines
                 .iter()
-                .filter(|l| self.available(&st, &l.ext.number))
+                .filter(|l| self.available(&st, &l.ext.number) && !Self::kept(&st, &l.ext.number))
                 .map(|l| l.ext.clone())
                 .collect()
         };
@@ -1892,6 +1920,7 @@ impl WorldInner {
                     .iter()
                     .map(|l| &l.ext)
                     .filter(|e| loose || self.reachable(&st, &e.number))
+                    .filter(|e| !Self::kept(&st, &e.number))
                     .collect()
             };
             if candidates.is_empty() {
@@ -1935,6 +1964,7 @@ impl WorldInner {
                     .map(|l| &l.ext)
                     .filter(|e| e.number != caller.number)
                     .filter(|e| loose || self.reachable(&st, &e.number))
+                    .filter(|e| !Self::kept(&st, &e.number))
                     .collect()
             };
             if candidates.is_empty() {
@@ -2050,14 +2080,15 @@ impl WorldInner {
     }
 
     /// Replays one recorded call with fresh identifiers while 101–103 are free.
-    fn replay_fixture(self: &Arc<Self>) {
+    fn replay_fixture(self: &Arc<Self>) -> bool {
         let exts: Vec<String> = FIXTURE_EXTS.iter().map(|e| (*e).to_owned()).collect();
         let (scenario, generation) = {
             let mut m = self.model();
             let mut st = self.state();
             if !exts.iter().all(|e| self.reachable(&st, e)) {
-                return;
+                return false;
             }
+            st.fixture_due = false;
             Self::reserve(&mut st, &exts);
             st.calls += 1;
             st.running += 1;
@@ -2080,6 +2111,12 @@ impl WorldInner {
             let mut st = me.state();
             st.running = st.running.saturating_sub(1);
         });
+        true
+    }
+
+    /// Kept free for a recorded call that is due.
+    fn kept(st: &WorldState, ext: &str) -> bool {
+        st.fixture_due && FIXTURE_EXTS.contains(&ext)
     }
 
     /// Someone goes into a meeting (DND on), or comes back from the one the world started.
@@ -2137,7 +2174,9 @@ impl WorldInner {
         let Some(line) = self.line(&ext) else {
             return;
         };
-        match (path, &self.api) {
+        let api = self.api.as_ref().filter(|_| line.dnd_by_command);
+        let path = if line.dnd_by_command { path } else { 0 };
+        match (path, api) {
             (0..=39, _) | (70.., None) => {
                 tracing::info!(ext, on, "simulated user switches DND on the phone");
                 line.phone.set_dnd_local(on).await;
