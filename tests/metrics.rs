@@ -75,6 +75,8 @@ port = {port}
 username = "bridge"
 secret = "s3cret"
 reconnect_initial = "50ms"
+# No keep-alive Ping during the test: the message counts are compared exactly.
+ping_interval = "1h"
 [[phones]]
 extension = "101"
 address = "{phone}"
