@@ -7,9 +7,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Which way the call went, derived without hand-configured contexts (docs/CORRELATION.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Both ends are our endpoints (phones).
@@ -22,7 +23,7 @@ pub enum Direction {
 }
 
 /// How the call ended for the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     Answered,
@@ -32,7 +33,7 @@ pub enum Disposition {
 }
 
 /// One end of the call.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Party {
     /// The number as signalled (caller ID number, dialled number or DID).
     pub number: Option<String>,
@@ -42,7 +43,7 @@ pub struct Party {
 }
 
 /// What the phone itself reported for a leg (its Action URL callbacks).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PhoneView {
     pub mac: Option<String>,
     pub ip: Option<String>,
@@ -52,7 +53,7 @@ pub struct PhoneView {
 }
 
 /// One channel of the call.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Leg {
     pub channel: String,
     pub uniqueid: String,
@@ -77,7 +78,7 @@ pub struct Leg {
 }
 
 /// A transfer inside the conversation.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Transfer {
     pub at: Option<DateTime<Utc>>,
     /// `blind` or `attended`.
@@ -91,7 +92,7 @@ pub struct Transfer {
 }
 
 /// Where a timeline entry came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Ami,
@@ -99,7 +100,7 @@ pub enum Source {
 }
 
 /// One step of the call, AMI and phone events merged in time order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub source: Source,
@@ -112,7 +113,7 @@ pub struct TimelineEntry {
 }
 
 /// How one phone callback was tied to this call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PhoneMatch {
     pub at: DateTime<Utc>,
     /// The phone's extension.
@@ -125,7 +126,7 @@ pub struct PhoneMatch {
 }
 
 /// A period the bridge could not see (AMI link down, live consumer overflow).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Gap {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -133,7 +134,7 @@ pub struct Gap {
 }
 
 /// The merged record of one conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CallRecord {
     /// Stable id: `<pbx>:<linkedid>` of the conversation's first call.
     pub id: String,

@@ -45,6 +45,7 @@ pub const RETENTION: TimeDelta = TimeDelta::hours(1);
 /// Where a request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum DialState {
     /// Being delivered to the phone or to Asterisk.
     Pending,
@@ -72,7 +73,7 @@ impl DialState {
 }
 
 /// Who asked for the call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DialOrigin {
     /// `POST /api/v1/dial`.
@@ -82,7 +83,7 @@ pub enum DialOrigin {
 }
 
 /// One step in a request's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DialStep {
     pub at: DateTime<Utc>,
     /// The state after this step.
@@ -91,7 +92,7 @@ pub struct DialStep {
 }
 
 /// A click-to-call request as the API shows it (`GET /api/v1/dial/{request_id}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DialStatus {
     pub request_id: String,
     pub state: DialState,

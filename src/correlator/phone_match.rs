@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 pub const MAX_PENDING_CALLBACKS: usize = 10_000;
 
 /// A phone callback that matched no call.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OrphanCallback {
     /// When it was received.
     pub at: DateTime<Utc>,
@@ -52,7 +52,7 @@ pub struct OrphanCallback {
 }
 
 /// Why a callback is an orphan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OrphanReason {
     /// Nothing matched within the window.

@@ -2,7 +2,7 @@
 //! `GET /api/v1/calls/{id}`, `GET /api/v1/calls.csv`, and `GET /api/v1/orphans` (phone
 //! callbacks that matched no call — kept, never dropped).
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody as ApiErrorBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::correlator::OrphanCallback;
@@ -29,6 +29,21 @@ impl From<StoreError> for ApiError {
 }
 
 /// One page of records, newest first; `next_cursor` fetches the next.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls",
+    tag = "calls",
+    operation_id = "listCalls",
+    params(CallQuery),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "One page of records, newest first", body = CallPage),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 422, description = "A filter or the cursor is malformed", body = ApiErrorBody),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -39,6 +54,21 @@ pub async fn list(
 }
 
 /// One record.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls/{id}",
+    tag = "calls",
+    operation_id = "getCall",
+    params(("id" = String, Path, description = "The record id, `<pbx>:<linkedid>`")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The record", body = CallRecord),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, description = "No record with this id", body = ApiErrorBody),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -55,6 +85,24 @@ pub async fn get(
 
 /// Every record matching the filters as CSV (one row per call, UTC times; columns in
 /// `crate::store::CSV_COLUMNS`), walking the pages server-side.
+#[utoipa::path(
+    get,
+    path = "/api/v1/calls.csv",
+    tag = "calls",
+    operation_id = "exportCallsCsv",
+    params(CallQuery),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "Every matching record, one row per call, with a header row \
+            (`limit` and `cursor` are ignored: all pages are included)",
+            body = String, content_type = "text/csv",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"calls.csv\"`"))),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 422, description = "A filter is malformed", body = ApiErrorBody),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn csv(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -87,6 +135,19 @@ pub async fn csv(
 }
 
 /// The latest phone callbacks that matched no call (oldest first).
+#[utoipa::path(
+    get,
+    path = "/api/v1/orphans",
+    tag = "calls",
+    operation_id = "listOrphanCallbacks",
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The latest phone callbacks that matched no call, oldest first",
+            body = Vec<OrphanCallback>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    )
+)]
 pub async fn orphans(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -10,10 +10,10 @@
 //! (the shape of [`super::error::ApiError`]), plus `request` when a request was created and
 //! failed, and `retry_after_s` (and a `Retry-After` header) on 429. See `docs/CONTROL.md`.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody as ApiErrorBody};
 use super::AppState;
 use crate::config::{DialVia, Scope};
-use crate::control::{DialError, DialOrigin, DialRequest, DndError};
+use crate::control::{DialError, DialOrigin, DialRequest, DialStatus, DndError};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,18 +24,27 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The `POST /api/v1/dial` body. `from` and `to` may be JSON strings or numbers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = DialBody)]
 struct DialBody {
+    /// The calling extension: a `[[phones]]` entry, or (for `via: pbx`) a phone known from its
+    /// callbacks.
     #[serde(deserialize_with = "text_or_number")]
+    #[schema(schema_with = super::openapi::dial_from, example = "101")]
     from: String,
+    /// Any dialable number; spaces, dashes, dots and brackets are dropped, one leading `+` is
+    /// kept.
     #[serde(deserialize_with = "text_or_number")]
+    #[schema(schema_with = super::openapi::dial_to, example = "+1 555 0100")]
     to: String,
+    /// The path; `[dial] default_via` when absent.
     #[serde(default)]
     via: Option<DialVia>,
 }
 
 /// The `PUT /api/v1/phones/{ext}/dnd` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = DndBody)]
 struct DndBody {
     enabled: bool,
 }
@@ -120,6 +129,38 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `POST /api/v1/dial`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dial",
+    tag = "control",
+    operation_id = "dial",
+    description = "Click-to-call: makes `from` call `to` through its phone (Active URI) or the \
+        PBX (AMI `Originate`). Answers once the command was delivered; follow the request with \
+        `GET /api/v1/dial/{request_id}` or the `dial.status` live event. See docs/CONTROL.md.",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1–255 visible ASCII characters. The same key with the same token within \
+            `[dial] idempotency_ttl` returns the first request and places no second call")),
+    request_body = DialBody,
+    security(("bearer" = ["dial"])),
+    responses(
+        (status = 202, description = "Delivered (or an earlier request with the same \
+            Idempotency-Key)", body = DialStatus,
+            headers(("Location" = String, description = "`/api/v1/dial/{request_id}`"))),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, description = "`unknown_extension`: `from` is no known phone",
+            body = ApiErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_from`, `invalid_number`, \
+            `invalid_idempotency_key` or `idempotency_key_reused`", body = ApiErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests for this token or \
+            this from-extension", body = super::openapi::RateLimitedError,
+            headers(("Retry-After" = u64, description = "Seconds until a request may succeed"))),
+        (status = 503, description = "`phone_unavailable`, `pbx_unavailable`, `no_path`, or the \
+            delivery failure's reason (`timeout`, `unreachable`, `originate_refused`, …) with the \
+            failed request", body = super::openapi::DialUnavailableError),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn post_dial(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(e) = state.tokens.require(&headers, Scope::Dial) {
         return e.into_response();
@@ -157,6 +198,22 @@ pub async fn post_dial(State(state): State<AppState>, headers: HeaderMap, body: 
 }
 
 /// `GET /api/v1/dial/{request_id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dial/{request_id}",
+    tag = "control",
+    operation_id = "getDialRequest",
+    params(("request_id" = String, Path, description = "The `request_id` of `POST /api/v1/dial`")),
+    security(("bearer" = ["dial"]), ("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The request as it is now", body = DialStatus),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, description = "`unknown_request`: no request with this id was issued",
+            body = ApiErrorBody),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn get_dial(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -182,6 +239,30 @@ pub async fn get_dial(
 }
 
 /// `PUT /api/v1/phones/{ext}/dnd`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/phones/{ext}/dnd",
+    tag = "control",
+    operation_id = "setDnd",
+    description = "Sets Do Not Disturb on the phone (Active URI) and on the PBX (`[dnd] \
+        pbx_mode`) at the same time. See docs/CONTROL.md.",
+    params(("ext" = String, Path, description = "The phone's extension")),
+    request_body = DndBody,
+    security(("bearer" = ["dial"])),
+    responses(
+        (status = 200, description = "Every side that could be attempted took it",
+            body = super::openapi::DndOutcomeDoc),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, description = "`unknown_extension`: no phone with this extension",
+            body = ApiErrorBody),
+        (status = 422, description = "`invalid_body`", body = ApiErrorBody),
+        (status = 503, description = "`dnd_failed` (with the `outcome`; the other side stays \
+            set) or `no_target` (neither side can be set)",
+            body = super::openapi::DndUnavailableError),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn put_dnd(
     State(state): State<AppState>,
     headers: HeaderMap,

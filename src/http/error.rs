@@ -23,9 +23,16 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The JSON body of every API error (`ApiError` in the OpenAPI document). The dial and DND
+/// routes add fields to it (see `crate::http::openapi`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiError)]
+pub(crate) struct ErrorBody<'a> {
+    /// Machine-readable code: `unauthorized`, `forbidden`, `not_found`, `unprocessable`,
+    /// `unavailable`, `internal`; the dial and DND routes use finer codes (`unknown_extension`,
+    /// `invalid_number`, `rate_limited`, …, see docs/CONTROL.md).
     error: &'a str,
+    /// What was wrong, in words.
     message: String,
 }
 

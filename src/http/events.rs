@@ -15,7 +15,7 @@
 //! connection is closed — after `live.cut_grace` at the latest, even if the client does not
 //! read at all. The hub never waits for a client (see `crate::live::hub`).
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody as ApiErrorBody};
 use super::{AppState, ConnectionClose};
 use crate::config::Scope;
 use crate::live::hub::{CloseReason, Next};
@@ -47,13 +47,21 @@ pub struct LiveHttp {
 }
 
 /// The query parameters of both stream routes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
+    /// Comma-separated event types or prefix patterns (`call.*,phone.state`); all when absent.
+    /// Also accepted as `type`.
     #[serde(alias = "type")]
     pub types: Option<String>,
+    /// Comma-separated extensions: an event passes when it concerns one of them. Also accepted
+    /// as `extension`.
     #[serde(alias = "extension")]
     pub ext: Option<String>,
+    /// Resume after this event id (SSE clients may send the `Last-Event-ID` header instead).
     pub last_event_id: Option<String>,
+    /// The bearer token, for clients that cannot set headers (browser `EventSource` and
+    /// `WebSocket`); the `Authorization` header is preferred.
     pub access_token: Option<String>,
 }
 
@@ -99,6 +107,34 @@ fn open(
 }
 
 /// `GET /api/v1/events`: the live events as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    operation_id = "streamEvents",
+    description = "The live events as Server-Sent Events. Each event is `id: <id>`, \
+        `event: <type>` and one `data:` line holding the event's JSON (schema `Event`). A stream \
+        resuming where exact resumption is impossible starts with `event: stream.reset` (schema \
+        `StreamReset`); a client cut off for reading too slowly gets `event: stream.closed` \
+        (schema `StreamClosed`) before the connection closes. Comment lines keep idle streams \
+        alive. See docs/EVENTS.md.",
+    params(
+        StreamParams,
+        ("Last-Event-ID" = Option<String>, Header,
+            description = "Resume after this event id (browsers send it on reconnect)"),
+    ),
+    security(("bearer" = ["read"]), ("access_token" = ["read"])),
+    responses(
+        (status = 200, description = "The event stream; it ends only when the client is cut \
+            off or the bridge stops", body = String, content_type = "text/event-stream"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 422, description = "A malformed `types` filter or event id", body = ApiErrorBody),
+        (status = 503, description = "The event hub is closed (the bridge is stopping)",
+            body = ApiErrorBody),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn sse(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -201,6 +237,30 @@ impl SseStream {
 }
 
 /// `GET /api/v1/ws`: the live events as WebSocket text messages, one event per message.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "events",
+    operation_id = "streamEventsWebSocket",
+    description = "The live events over a WebSocket: one text message per event, holding the \
+        event's JSON (schema `Event`), after a `stream.reset` message (schema `StreamReset`) \
+        when resuming could not be exact. A client cut off for reading too slowly gets a close \
+        frame with code 1008 naming the reason; at shutdown, 1001. See docs/EVENTS.md.",
+    params(StreamParams),
+    security(("bearer" = ["read"]), ("access_token" = ["read"])),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a valid WebSocket upgrade request", body = String,
+            content_type = "text/plain"),
+        (status = 426, description = "The connection cannot be upgraded", body = String,
+            content_type = "text/plain"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 422, description = "A malformed `types` filter or event id", body = ApiErrorBody),
+        (status = 503, description = "The event hub is closed (the bridge is stopping)",
+            body = ApiErrorBody),
+    )
+)]
 pub async fn ws(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -10,8 +10,10 @@ pub mod control;
 pub mod error;
 pub mod events;
 pub mod lenient;
+pub mod openapi;
 pub mod ops;
 pub mod phones;
+pub mod ui;
 pub mod webhooks;
 
 use crate::ingest::Ingest;
@@ -64,6 +66,18 @@ impl ConnectionClose {
 /// The routes.
 pub fn router(state: AppState) -> Router {
     let metrics = state.ops.clone();
+    routes()
+        // Keep this layer after every route: it wraps only the routes added before it.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            ops::track_latency,
+        ))
+        .with_state(state)
+}
+
+/// Every route, before the state and the layers. Each one is documented in the OpenAPI
+/// document ([`openapi`]); `tests/openapi.rs` compares the two.
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/action-url/{event}",
@@ -91,12 +105,11 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        // Keep this layer after every route: it wraps only the routes added before it.
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            ops::track_latency,
-        ))
-        .with_state(state)
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index_slash))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/style.css", get(ui::style_css))
+        .route("/openapi.json", get(openapi::openapi_json))
 }
 
 /// Serves `app` on `listener` until `shutdown`, then lets open requests finish (≤ 5 s).

@@ -19,6 +19,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// `GET /metrics`: the Prometheus text exposition (format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    description = "Prometheus text exposition (format 0.0.4). No token: keep `http.listen` on \
+        a trusted network. Every metric is described in docs/OPERATIONS.md.",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "text/plain; version=0.0.4"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state
         .ops
@@ -29,12 +39,34 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// `GET /healthz`: the process is up and serving HTTP. Checks nothing else, on purpose: a
 /// liveness probe that failed on a PBX outage would restart a healthy bridge.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    description = "Liveness: the process is up and serving HTTP; checks nothing else.",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain"))
+)]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// `GET /readyz`: 200 when every check passes, else 503; the JSON body lists every check
 /// and what it found (see [`crate::metrics::readiness`]).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    description = "Readiness: every configured PBX's AMI link is logged in, the store takes a \
+        write, the journal fsyncs.",
+    responses(
+        (status = 200, description = "Ready; every check passed",
+            body = super::openapi::ReadinessDoc),
+        (status = 503, description = "Not ready; `checks` says which check failed and why",
+            body = super::openapi::ReadinessDoc),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let report = readiness(state.ops.ami(), &state.store, state.ingest.journal()).await;
     let status = if report.ready {

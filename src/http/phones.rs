@@ -1,6 +1,6 @@
 //! `GET /api/v1/phones`, `GET /api/v1/phones/{ext}` (scope `read`).
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody as ApiErrorBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::phone::registry::PhoneInfo;
@@ -9,6 +9,19 @@ use axum::http::HeaderMap;
 use axum::Json;
 
 /// Every phone, configured and discovered, ordered by extension.
+#[utoipa::path(
+    get,
+    path = "/api/v1/phones",
+    tag = "phones",
+    operation_id = "listPhones",
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "Every phone, configured and discovered, ordered by extension",
+            body = Vec<PhoneInfo>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -18,6 +31,20 @@ pub async fn list(
 }
 
 /// One phone.
+#[utoipa::path(
+    get,
+    path = "/api/v1/phones/{ext}",
+    tag = "phones",
+    operation_id = "getPhone",
+    params(("ext" = String, Path, description = "The phone's extension")),
+    security(("bearer" = ["read"])),
+    responses(
+        (status = 200, description = "The phone: configuration, what was learned, and state", body = PhoneInfo),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, description = "No phone with this extension", body = ApiErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,

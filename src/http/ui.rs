@@ -30,21 +30,54 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /ui`.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "dashboard",
+    operation_id = "dashboard",
+    description = "The operator dashboard (HTML). It holds no data: it calls the API with the \
+        token the operator enters.",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html"))
+)]
 pub async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
 /// `GET /ui/`: the same page under its canonical address.
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    tag = "dashboard",
+    operation_id = "dashboardSlash",
+    responses((status = 308, description = "Permanent redirect to `/ui`",
+        headers(("Location" = String, description = "`/ui`"))))
+)]
 pub async fn index_slash() -> Redirect {
     Redirect::permanent("/ui")
 }
 
 /// `GET /ui/app.js`.
+#[utoipa::path(
+    get,
+    path = "/ui/app.js",
+    tag = "dashboard",
+    operation_id = "dashboardScript",
+    responses((status = 200, description = "The dashboard's script", body = String,
+        content_type = "text/javascript"))
+)]
 pub async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 /// `GET /ui/style.css`.
+#[utoipa::path(
+    get,
+    path = "/ui/style.css",
+    tag = "dashboard",
+    operation_id = "dashboardStyle",
+    responses((status = 200, description = "The dashboard's style sheet", body = String,
+        content_type = "text/css"))
+)]
 pub async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }

@@ -5,7 +5,7 @@
 //! `event_id`; paging: `limit` (1–1000, default 100) and `before` (the `next_before` of the
 //! previous page).
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody as ApiErrorBody};
 use super::AppState;
 use crate::config::Scope;
 use crate::store::{DeliveryQuery, DeliveryRecord, DeliveryState};
@@ -19,24 +19,51 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 /// Query parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeliveriesParams {
+    /// Only deliveries to this `[[webhooks]]` target (by name).
     pub target: Option<String>,
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryState>)]
     pub state: Option<String>,
+    /// Only deliveries of this event.
     pub event_id: Option<u64>,
+    /// Only events older than this id: the `next_before` of the previous page.
     pub before: Option<u64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
 /// One page of the delivery log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveriesPage {
     pub deliveries: Vec<DeliveryRecord>,
     /// Pass as `before` for the next (older) page; `null` on the last page.
     pub next_before: Option<u64>,
 }
 
+/// `GET /api/v1/webhooks/deliveries`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/deliveries",
+    tag = "webhooks",
+    operation_id = "listWebhookDeliveries",
+    description = "The webhook delivery log, newest event first, each delivery with its \
+        attempts. Unknown query parameters are refused (422).",
+    params(DeliveriesParams),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 200, description = "One page of the delivery log", body = DeliveriesPage),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 422, description = "An unknown or malformed query parameter, or `limit` out \
+            of range", body = ApiErrorBody),
+        (status = 500, response = super::openapi::InternalError),
+    )
+)]
 pub async fn deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -112,7 +112,7 @@ impl FromStr for EventType {
 
 /// The short view of a call that every call event carries (the full record comes with
 /// `call.ended`, and from `GET /api/v1/calls/{id}` afterwards).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CallSummary {
     pub id: String,
     pub pbx: String,
@@ -144,7 +144,7 @@ impl CallSummary {
 }
 
 /// The channel an event is about.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LegRef {
     pub channel: String,
     pub uniqueid: Option<String>,
@@ -153,7 +153,7 @@ pub struct LegRef {
 }
 
 /// What an event says beyond its envelope.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EventData {
     /// `call.started`.
@@ -180,10 +180,12 @@ pub enum EventData {
     },
     /// `phone.state`: the phone as `GET /api/v1/phones/{ext}` shows it, and what changed it.
     Phone {
+        #[schema(value_type = crate::phone::registry::PhoneInfo)]
         phone: Box<serde_json::Value>,
         cause: String,
     },
     /// `dial.status`: the click-to-call request's status, as the dial API reports it.
+    #[schema(value_type = crate::control::DialStatus)]
     Dial(Box<serde_json::Value>),
     /// `gap`.
     Gap {
@@ -195,7 +197,7 @@ pub enum EventData {
 }
 
 /// One event before the hub numbers it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LiveEvent {
     #[serde(rename = "type")]
     pub kind: EventType,

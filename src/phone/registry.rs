@@ -15,9 +15,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
+use utoipa::ToSchema;
 
 /// Call-forwarding flags as the phone reported them (None: never reported).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Forwards {
     pub always: Option<bool>,
     pub busy: Option<bool>,
@@ -25,7 +26,7 @@ pub struct Forwards {
 }
 
 /// What the phone is doing with a call, as its own callbacks tell.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum PhoneCall {
     Ringing {
@@ -58,7 +59,7 @@ impl PhoneCall {
 }
 
 /// A call of the phone as the PBX sees it (its endpoint's channel).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PbxCall {
     pub channel: String,
     pub uniqueid: String,
@@ -71,7 +72,7 @@ pub struct PbxCall {
 
 /// The phone as the PBX sees it (AMI), next to what the phone reports itself. `None` means
 /// "not seen yet". Filled by `crate::control`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PbxView {
     /// A contact is registered for the endpoint (`ContactStatus`, `PeerStatus`).
     pub registered: Option<bool>,
@@ -87,7 +88,7 @@ pub struct PbxView {
 }
 
 /// Live state of one phone. `None` means "not reported yet".
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PhoneState {
     pub registered: Option<bool>,
     pub dnd: Option<bool>,
@@ -106,7 +107,7 @@ pub struct PhoneState {
 }
 
 /// A snapshot of one phone: configuration, what was learned, and state.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PhoneInfo {
     pub extension: String,
     /// True for `[[phones]]` entries; false for phones only seen through callbacks.

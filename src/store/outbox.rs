@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::{Connection, Row};
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Not delivered yet; will be tried (again) at `next_attempt_at`.
@@ -79,7 +79,7 @@ pub struct AttemptResult {
 }
 
 /// One attempt in the delivery log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub attempt: u32,
     pub at: String,
@@ -89,7 +89,7 @@ pub struct AttemptRecord {
 }
 
 /// One delivery (an event to a target) in the delivery log, with its attempts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub target: String,
     pub event_id: u64,

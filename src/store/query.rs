@@ -28,8 +28,9 @@ pub const MAX_LIMIT: u32 = 1000;
 ///
 /// Deserializes from the API's query string names (`since`, `until`, `ext`, `number`,
 /// `direction`, `disposition`, `limit`, `cursor`); missing fields take [`Default`] values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct CallQuery {
     /// Calls that started at or after this instant (inclusive).
     pub since: Option<DateTime<Utc>>,
@@ -79,7 +80,7 @@ impl CallQuery {
 }
 
 /// One page of records, newest first.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CallPage {
     pub records: Vec<CallRecord>,
     /// Present when more records match: pass it as [`CallQuery::cursor`] (with the same
