@@ -189,6 +189,22 @@ impl Plan {
         })
     }
 
+    /// For each phone whose part in the plan ends with it hanging up (or being hung up):
+    /// the index of that step.
+    pub fn phones_done_at(&self) -> HashMap<&str, usize> {
+        let mut last: HashMap<&str, (usize, bool)> = HashMap::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Action::Phone { ext, op } = &step.action {
+                let ends = matches!(op, PhoneOp::HangUp | PhoneOp::FarEndHungUp);
+                last.insert(ext.as_str(), (i, ends));
+            }
+        }
+        last.into_iter()
+            .filter(|(_, (_, ends))| *ends)
+            .map(|(ext, (i, _))| (ext, i))
+            .collect()
+    }
+
     /// How long the plan runs (at speed 1).
     pub fn duration(&self) -> Duration {
         self.steps.last().map_or(Duration::ZERO, |s| s.at)
@@ -1757,8 +1773,13 @@ impl WorldInner {
 
     async fn execute(self: Arc<Self>, plan: Plan, delay: Duration, counted: bool) {
         tracing::info!(call = %plan.label, "simulated PBX");
+        let done_at = plan.phones_done_at();
+        let mut held = plan.involved.clone();
+        // Phones that turned out busy when rung (something else reached them first): the rest
+        // of this plan leaves them alone, so their other call goes on undisturbed.
+        let mut refused: Vec<&str> = Vec::new();
         let start = tokio::time::Instant::now() + delay;
-        for step in &plan.steps {
+        for (i, step) in plan.steps.iter().enumerate() {
             let at = start + self.real(step.at);
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
@@ -1766,23 +1787,38 @@ impl WorldInner {
             }
             match &step.action {
                 Action::Ami(m) => self.server.send_event(m),
-                Action::Phone { ext, op } => self.phone_op(ext, op).await,
+                Action::Phone { ext, op } => {
+                    if !refused.contains(&ext.as_str()) && !self.phone_op(ext, op).await {
+                        tracing::debug!(ext, "simulated phone was busy when rung");
+                        refused.push(ext);
+                    }
+                    // A phone whose part is over (a transferer) is free for other calls.
+                    if done_at.get(ext.as_str()) == Some(&i) {
+                        if let Some(pos) = held.iter().position(|h| h == ext) {
+                            self.release(&[held.remove(pos)]);
+                        }
+                    }
+                }
             }
         }
-        self.release(&plan.involved);
+        self.release(&held);
         if counted {
             let mut st = self.state();
             st.running = st.running.saturating_sub(1);
         }
     }
 
-    async fn phone_op(&self, ext: &str, op: &PhoneOp) {
+    /// Does `op` on the phone; false when the phone refused to ring.
+    async fn phone_op(&self, ext: &str, op: &PhoneOp) -> bool {
         let Some(line) = self.line(ext) else {
-            return;
+            return true;
         };
         let p = &line.phone;
         match op {
-            PhoneOp::Ring { from, sip_call_id } => p.incoming_call(from, sip_call_id).await,
+            PhoneOp::Ring { from, sip_call_id } => {
+                p.incoming_call(from, sip_call_id).await;
+                return p.state().sip_call_id.as_deref() == Some(sip_call_id.as_str());
+            }
             PhoneOp::Answer => p.answer().await,
             PhoneOp::HangUp => p.hang_up().await,
             PhoneOp::FarEndAnswered => p.far_end_answers().await,
@@ -1791,6 +1827,7 @@ impl WorldInner {
                 p.set_hold(*on).await;
             }
         }
+        true
     }
 
     /// The party `number` is: one of our lines, else someone outside.
@@ -2742,6 +2779,31 @@ mod tests {
 
         // A feature code is no conversation.
         assert!(records(&plans[12].0).is_empty());
+    }
+
+    #[test]
+    fn a_transferer_is_free_before_the_call_ends() {
+        let mut m = PbxModel::new(7, EPOCH);
+        let plan = m.call(&spec(
+            phone("101"),
+            "102",
+            phone("102"),
+            answered(false, Some("103"), true),
+        ));
+        let done = plan.phones_done_at();
+        let last = plan.steps.len() - 1;
+        assert!(
+            done["102"] < done["101"],
+            "the transferer leaves first: {done:?}"
+        );
+        assert!(done["101"] <= last && done["103"] <= last);
+        assert_eq!(
+            plan.steps[done["102"]].action,
+            Action::Phone {
+                ext: "102".into(),
+                op: PhoneOp::HangUp,
+            }
+        );
     }
 
     #[test]
