@@ -81,6 +81,17 @@ function party(p) {
   return p.name && p.name !== n ? `${p.name} <${n}>` : n;
 }
 
+// A party as a table cell: the name, and the number in grey beside it.
+function partyCell(p) {
+  if (!p) return el("td", { class: "party" });
+  const n = p.number || p.extension || "";
+  // PBX caller names often carry the extension already ("Alice 101").
+  if (!p.name || p.name === n || (n && p.name.endsWith(" " + n))) {
+    return el("td", { class: "party", title: party(p) }, p.name || n);
+  }
+  return el("td", { class: "party", title: party(p) }, p.name, " ", el("span", { class: "muted" }, n));
+}
+
 function elapsed(from) {
   const s = Math.max(0, Math.floor((Date.now() - Date.parse(from)) / 1000));
   const m = Math.floor(s / 60);
@@ -102,7 +113,7 @@ function clock(t) {
 // A request id, shortened for tables (the whole id in the tooltip).
 function requestBadge(id) {
   if (!id) return "";
-  const short = id.length > 12 ? id.slice(0, 11) + "…" : id;
+  const short = id.length > 9 ? id.slice(0, 8) + "…" : id;
   return el("span", { class: "badge", title: "click-to-call request " + id }, short);
 }
 
@@ -125,13 +136,20 @@ function pick(p, key) {
   return null;
 }
 
-// The phone's own view of its call (its callbacks), else the PBX's (its channel).
+// Asterisk's channel states in the phone's words.
+const PBX_STATES = { up: "talking", ring: "dialing", ringing: "ringing", down: "dialing", busy: "busy" };
+
+// The call on a phone: the state as the phone reported it (it knows about hold), else as the
+// PBX sees its channel; the other party as the PBX sees it (every vendor fills that), else as
+// the phone reported it (some leave it out).
 function phoneCall(p) {
   const s = p.state || {};
-  const c = s.call || (s.pbx && s.pbx.call);
-  if (!c) return null;
-  const st = String(c.state || "").toLowerCase();
-  const remote = number(c.remote);
+  const own = s.call;
+  const pbx = s.pbx && s.pbx.call;
+  if (!own && !pbx) return null;
+  const pbxState = pbx ? String(pbx.state || "").toLowerCase() : "";
+  const st = own ? String(own.state || "").toLowerCase() : PBX_STATES[pbxState] || pbxState;
+  const remote = number((pbx && pbx.remote) || (own && own.remote));
   return { state: st, text: `${st}${remote ? " with " + remote : ""}` };
 }
 
@@ -146,7 +164,7 @@ function renderPhones() {
     const pending = state.pendingDnd.has(p.extension);
     const toggle = el("button", {
       type: "button",
-      class: "dnd-toggle" + (dnd ? " dnd-on" : ""),
+      class: "dnd-toggle" + (dnd === true ? " dnd-on" : dnd === null ? " dnd-unknown" : ""),
       "data-ext": p.extension,
       "data-dnd": dnd === true ? "on" : dnd === false ? "off" : "unknown",
       disabled: pending,
@@ -156,10 +174,10 @@ function renderPhones() {
     if (dnd === null && !pending) toggle.title = "The phone has not reported DND yet; click to switch it on";
     const s = p.state || {};
     const call = phoneCall(p);
-    const model = [p.vendor, p.model].filter(Boolean).join(" · ");
+    const model = el("span", { title: [p.vendor, p.model, p.mac].filter(Boolean).join(" · ") }, p.vendor || p.model || "");
     body.append(el("tr", { "data-ext": p.extension },
       el("td", {}, p.extension),
-      el("td", {}, model || (p.configured ? "" : "discovered")),
+      el("td", {}, p.vendor || p.model ? model : p.configured ? "" : "discovered"),
       el("td", {}, yesNo(pick(p, "registered"))),
       el("td", {}, toggle),
       el("td", { class: "phone-call", "data-state": call ? call.state : "idle" }, call ? call.text : ""),
@@ -209,8 +227,8 @@ function renderCalls() {
   for (const [id, c] of sorted) {
     const req = c.call.dial_request_id || "";
     body.append(el("tr", { "data-call": id, "data-request": req || null, class: c.fresh ? "fresh" : "" },
-      el("td", {}, party(c.call.from)),
-      el("td", {}, party(c.call.to)),
+      partyCell(c.call.from),
+      partyCell(c.call.to),
       el("td", {}, c.call.direction || ""),
       el("td", { class: "call-state", "data-state": c.state }, c.state),
       el("td", { class: "timer num" }, elapsed(c.answeredAt || c.call.started_at)),
@@ -344,8 +362,8 @@ async function loadRecords() {
   for (const r of page.records || []) {
     body.append(el("tr", { "data-record": r.id, "data-request": r.dial_request_id || null },
       el("td", {}, shortTime(r.started_at)),
-      el("td", {}, party(r.from)),
-      el("td", {}, party(r.to)),
+      partyCell(r.from),
+      partyCell(r.to),
       el("td", {}, r.direction),
       el("td", { class: "disp-" + r.disposition }, r.disposition + (r.missed ? " (missed)" : "")),
       el("td", {}, r.answered_by || ""),
