@@ -20,6 +20,7 @@
 //! (`/ui#token=demo-token`; the page takes it once into the tab's session storage).
 
 use crate::config::{self, PhoneVendor, Settings};
+use crate::phone::vendor::vendor_name;
 use crate::service::{shutdown_signal, Service};
 use crate::sim::ami_server::{AmiServer, AmiServerConfig};
 use crate::sim::pbx::{ApiHook, ApiRequest, Extension, PbxWorld, WorldConfig};
@@ -145,7 +146,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let calls = calls.unwrap_or_default();
             // The last call's record completes `grace` after its last hangup.
             tokio::time::sleep(settings.correlation.grace + Duration::from_millis(1500)).await;
-            println!("ctibridge demo: {calls} calls made; stopping");
+            let s = if calls == 1 { "" } else { "s" };
+            println!("ctibridge demo: {calls} call{s} made; stopping");
         }
     }
     world.stop();
@@ -184,7 +186,7 @@ fn print_banner(
     let list: Vec<String> = DEMO_PHONES
         .iter()
         .zip(phones)
-        .map(|((_, ext, _), p)| format!("{ext} {}", p.config().model))
+        .map(|((vendor, ext, _), p)| format!("{ext} {} {}", vendor_name(*vendor), p.config().model))
         .collect();
     println!("  phones:     {}", list.join(", "));
     println!(
