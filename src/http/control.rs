@@ -137,7 +137,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     description = "Click-to-call: makes `from` call `to` through its phone (Active URI) or the \
         PBX (AMI `Originate`). Answers once the command was delivered; follow the request with \
         `GET /api/v1/dial/{request_id}` or the `dial.status` live event. See docs/CONTROL.md.",
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
         description = "1–255 visible ASCII characters. The same key with the same token within \
             `[dial] idempotency_ttl` returns the first request and places no second call")),
     request_body = DialBody,

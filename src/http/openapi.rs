@@ -678,7 +678,7 @@ const CALLBACK_VARIABLES: &str = "The phone's variables (`mac`, `ip`, `model`, `
     params(
         ("event" = String, Path, description = "The phone's event name in any vendor's \
             spelling (`incoming_call`, `call_established`, `dnd_on`, …)"),
-        ("variables" = Option<std::collections::HashMap<String, String>>, Query,
+        ("variables" = Option<Object>, Query,
             style = Form, explode, description = CALLBACK_VARIABLES),
     ),
     responses(
@@ -700,7 +700,7 @@ fn phone_callback() {}
     description = "The same as the GET, for phones configured to POST; the body is ignored.",
     params(
         ("event" = String, Path, description = "The phone's event name"),
-        ("variables" = Option<std::collections::HashMap<String, String>>, Query,
+        ("variables" = Option<Object>, Query,
             style = Form, explode, description = CALLBACK_VARIABLES),
     ),
     responses(
@@ -722,7 +722,7 @@ fn phone_callback_post() {}
     params(
         ("secret" = String, Path, description = "`action_url.path_secret`"),
         ("event" = String, Path, description = "The phone's event name"),
-        ("variables" = Option<std::collections::HashMap<String, String>>, Query,
+        ("variables" = Option<Object>, Query,
             style = Form, explode, description = CALLBACK_VARIABLES),
     ),
     responses(
@@ -743,7 +743,7 @@ fn phone_callback_with_secret() {}
     params(
         ("secret" = String, Path, description = "`action_url.path_secret`"),
         ("event" = String, Path, description = "The phone's event name"),
-        ("variables" = Option<std::collections::HashMap<String, String>>, Query,
+        ("variables" = Option<Object>, Query,
             style = Form, explode, description = CALLBACK_VARIABLES),
     ),
     responses(

@@ -51,6 +51,7 @@ pub struct CallQuery {
     /// Page size: 0 means [`DEFAULT_LIMIT`], more than [`MAX_LIMIT`] means [`MAX_LIMIT`].
     pub limit: u32,
     /// [`CallPage::next_cursor`] of the previous page; `None` for the first page.
+    #[param(pattern = "^([0-9a-f]{2})+$")]
     pub cursor: Option<String>,
 }
 
