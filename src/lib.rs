@@ -6,6 +6,8 @@
 //!   else looks at its input;
 //! - [`ingest`]: the single funnel that journals an input and forwards it, in journal order;
 //! - [`service`]: wires sources and consumers together for `ctibridge serve`;
+//! - [`live`], [`webhook`]: live events (SSE, WebSocket) and their durable delivery to
+//!   webhook targets;
 //! - [`sim`]: simulated peers (an AMI server) for the demo and for tests over real sockets;
 //! - [`config`], [`telemetry`]: settings and logs.
 
