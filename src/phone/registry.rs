@@ -107,7 +107,7 @@ pub struct PhoneState {
 }
 
 /// A snapshot of one phone: configuration, what was learned, and state.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct PhoneInfo {
     pub extension: String,
     /// True for `[[phones]]` entries; false for phones only seen through callbacks.
