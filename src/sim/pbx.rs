@@ -1448,15 +1448,15 @@ struct WorldState {
     last_fixture_gen: u64,
     /// A recorded call is due: new calls leave its extensions alone until they are free.
     fixture_due: bool,
-    /// Last DND state seen per extension, and when it last changed.
+    /// Last DND state seen per extension, and when it last changed (or was first seen).
     dnd_seen: HashMap<String, (bool, tokio::time::Instant)>,
     /// Phones the world itself put into DND, and when their "meeting" ends.
     auto_dnd: BTreeMap<String, tokio::time::Instant>,
 }
 
-/// How long after any DND change of a phone the world leaves that phone's DND alone (at
-/// speed 1): an operator who just switched it should see it stay.
-const DND_QUIET: Duration = Duration::from_secs(90);
+/// How long after any DND change of a phone (and after the start) the world leaves that
+/// phone's DND alone (at speed 1): an operator who just switched it should see it stay.
+const DND_QUIET: Duration = Duration::from_secs(45);
 
 /// Recorded calls worth replaying (the registration burst and the click-to-call, which
 /// would answer an Originate nobody sent, are left out).
