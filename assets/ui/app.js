@@ -359,6 +359,7 @@ async function loadRecords() {
   const page = await res.json();
   const body = $("#records tbody");
   body.replaceChildren();
+  $("#records-empty").hidden = (page.records || []).length > 0;
   for (const r of page.records || []) {
     body.append(el("tr", { "data-record": r.id, "data-request": r.dial_request_id || null },
       el("td", {}, shortTime(r.started_at)),
@@ -438,6 +439,7 @@ function connectStream() {
   }
 }
 
+// `/readyz` answers 503 with the failing checks (`{"checks": {"ami": {"ok": false, …}}}`).
 async function checkHealth() {
   const banner = $("#ami-banner");
   try {
@@ -447,12 +449,17 @@ async function checkHealth() {
       return;
     }
     const body = await res.json().catch(() => ({}));
-    const checks = Array.isArray(body.checks) ? body.checks : [];
-    const failing = checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail || c.message || "failing"}`);
-    banner.textContent = "Not ready — " + (failing.join("; ") || `status ${res.status}`);
+    const raw = body.checks || {};
+    const checks = Array.isArray(raw) ? raw : Object.entries(raw).map(([name, c]) => Object.assign({ name }, c));
+    const failing = checks.filter((c) => !c.ok);
+    const text = failing.map((c) => `${c.name}: ${c.detail || c.message || "failing"}`).join("; ");
+    const amiDown = failing.some((c) => c.name === "ami");
+    banner.textContent = (amiDown ? "AMI link down — calls are not seen. " : "Not ready — ") + (text || `status ${res.status}`);
+    banner.dataset.check = amiDown ? "ami" : "other";
     banner.hidden = false;
   } catch (e) {
     banner.textContent = "The bridge does not answer.";
+    banner.dataset.check = "unreachable";
     banner.hidden = false;
   }
 }

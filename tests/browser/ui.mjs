@@ -10,7 +10,8 @@
 //  3. a DND toggle switches the phone: the button changes, the bridge's API reports the new
 //     state, and the simulated phone itself (asked directly over its Active URI) has it;
 //  4. click-to-call through the PBX: the request shows in #dial-requests, reaches `answered`,
-//     and the live call carrying its request id appears.
+//     and the live call carrying its request id appears;
+//  5. while /readyz says the AMI link is down (answered here by the test), a banner says so.
 // Screenshots go to <artifact-dir>; so do the browser console and a summary. Exit code 0 only
 // when everything held; failures say what was expected and what was seen.
 //
@@ -174,6 +175,28 @@ try {
   const status = await apiGet(`/api/v1/dial/${answered}`);
   if (status.state !== "answered") throw new Error(`GET /api/v1/dial/${answered}: ${status.state}`);
   await shot("03-click-to-call.png");
+
+  // 5. The banner while the AMI link is down: /readyz as the bridge answers then.
+  await page.route("**/readyz", (route) => route.fulfill({
+    status: 503,
+    contentType: "application/json",
+    body: JSON.stringify({ ready: false, checks: {
+      ami: { ok: false, detail: "0 of 1 PBX logged in" },
+      store: { ok: true, detail: "ok" },
+      journal: { ok: true, detail: "ok" },
+    } }),
+  }));
+  await page.evaluate(() => checkHealth());
+  const banner = await until("the AMI banner", async () => {
+    const b = page.locator("#ami-banner");
+    return (await b.isVisible()) ? await b.innerText() : null;
+  }, 10000);
+  if (!banner.includes("AMI link down")) throw new Error(`banner: ${banner}`);
+  note(`banner while AMI is down: ${banner}`);
+  await shot("04-ami-down.png");
+  await page.unroute("**/readyz");
+  await page.evaluate(() => checkHealth());
+  await until("the banner gone with AMI back", async () => !(await page.locator("#ami-banner").isVisible()), 10000);
 
   if (pageErrors.length) throw new Error(`JavaScript errors on the page: ${pageErrors.join(" | ")}`);
   if (foreign.length) throw new Error(`the page fetched from elsewhere: ${foreign.join(", ")}`);
