@@ -401,6 +401,19 @@ max_attempts = 10
         .map(|a| a["status"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, [500, 500, 500, 200]);
+    // An id beyond what the store can hold names no event: a clear 422, not a 500.
+    let too_big = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/webhooks/deliveries?event_id=9223372036854775808",
+            service.http_addr
+        ))
+        .bearer_auth("admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 422);
+    let body: Value = too_big.json().await.unwrap();
+    assert!(body.to_string().contains("event_id"), "{body}");
     service.stop().await.unwrap();
     // Delivered is final: nothing was sent again for it, before or during the stop.
     assert_eq!(

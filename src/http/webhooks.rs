@@ -89,6 +89,15 @@ pub async fn deliveries(
             "limit {limit}: expected 1 to {MAX_LIMIT}"
         )));
     }
+    // Event ids are stored as SQL BIGINT: a larger number cannot name any event.
+    for (name, value) in [("event_id", p.event_id), ("before", p.before)] {
+        if value.is_some_and(|v| i64::try_from(v).is_err()) {
+            return Err(ApiError::Unprocessable(format!(
+                "{name}: expected an event id up to {}",
+                i64::MAX
+            )));
+        }
+    }
     let query = DeliveryQuery {
         target: p.target.filter(|t| !t.is_empty()),
         state: delivery_state,
