@@ -66,36 +66,34 @@ impl Deriver {
         match output {
             Output::CallStarted(rec) => {
                 let mut seen = self.calls.remove(&rec.id).unwrap_or_default();
-                let summary = CallSummary::of(rec);
                 out.push(LiveEvent::call(
                     EventType::CallStarted,
                     rec.started_at,
                     rec,
                     EventData::Started {
-                        call: summary.clone(),
+                        call: CallSummary::of(rec),
                     },
                 ));
-                diff(&mut seen, rec, summary, out);
+                diff(&mut seen, rec, out);
                 self.calls.insert(rec.id.clone(), seen);
             }
             Output::CallUpdated(rec) => match self.calls.get_mut(&rec.id) {
-                Some(seen) => diff(seen, rec, CallSummary::of(rec), out),
+                Some(seen) => diff(seen, rec, out),
                 None => {
                     let mut seen = Seen::default();
-                    diff(&mut seen, rec, CallSummary::of(rec), &mut Vec::new());
+                    diff(&mut seen, rec, &mut Vec::new());
                     self.calls.insert(rec.id.clone(), seen);
                 }
             },
             Output::CallCompleted(rec) => {
                 let mut seen = self.calls.remove(&rec.id).unwrap_or_default();
-                let summary = CallSummary::of(rec);
-                diff(&mut seen, rec, summary.clone(), out);
+                diff(&mut seen, rec, out);
                 out.push(LiveEvent::call(
                     EventType::CallEnded,
                     rec.ended_at.unwrap_or(rec.started_at),
                     rec,
                     EventData::Ended {
-                        call: summary,
+                        call: CallSummary::of(rec),
                         record: Box::new(rec.clone()),
                     },
                 ));
@@ -186,7 +184,9 @@ fn new_entries<'a>(
 }
 
 /// Announces what `rec` adds to `seen`, then remembers it.
-fn diff(seen: &mut Seen, rec: &CallRecord, summary: CallSummary, out: &mut Vec<LiveEvent>) {
+fn diff(seen: &mut Seen, rec: &CallRecord, out: &mut Vec<LiveEvent>) {
+    // Most updates announce nothing: the summary is built only for an event.
+    let summary = || CallSummary::of(rec);
     let leg_of_channel = |channel: &str| rec.legs.iter().find(|l| l.channel == channel);
     let leg_ref = |l: &crate::record::Leg| LegRef {
         channel: l.channel.clone(),
@@ -227,7 +227,7 @@ fn diff(seen: &mut Seen, rec: &CallRecord, summary: CallSummary, out: &mut Vec<L
                 e.at,
                 rec,
                 EventData::Leg {
-                    call: summary.clone(),
+                    call: summary(),
                     leg: leg_ref(leg),
                 },
             ),
@@ -257,7 +257,7 @@ fn diff(seen: &mut Seen, rec: &CallRecord, summary: CallSummary, out: &mut Vec<L
                 at,
                 rec,
                 EventData::Answered {
-                    call: summary.clone(),
+                    call: summary(),
                     answered_by: rec.answered_by.clone(),
                     leg: leg.map(leg_ref),
                 },
@@ -283,7 +283,7 @@ fn diff(seen: &mut Seen, rec: &CallRecord, summary: CallSummary, out: &mut Vec<L
                     at,
                     rec,
                     EventData::Answered {
-                        call: summary.clone(),
+                        call: summary(),
                         answered_by: leg.endpoint.clone(),
                         leg: Some(leg_ref(leg)),
                     },
@@ -302,7 +302,7 @@ fn diff(seen: &mut Seen, rec: &CallRecord, summary: CallSummary, out: &mut Vec<L
                 at,
                 rec,
                 EventData::Transferred {
-                    call: summary.clone(),
+                    call: summary(),
                     transfer: t.clone(),
                 },
             ),
