@@ -9,10 +9,11 @@
 
 use super::call::{dial_status_code, Conversation, Detail, Originate, Step, StepKind};
 use super::call::{NO_LEG, NO_REASON};
-use super::channel::{endpoint_of, is_local, meaningful, Leg, LegRef, STATE_UP};
+use super::channel::{endpoint_of, meaningful, Leg, LegRef, STATE_UP};
 use super::fields::{self, Fields, Snap, BASE, DEST, LOCAL_ONE, LOCAL_TWO, ORIG_TRANSFERER};
 use super::fields::{REQUEST_ID_VAR, SECOND_TRANSFERER, SIPCALLID_VAR, TRANSFEREE};
 use super::fields::{TRANSFERER, TRANSFER_TARGET};
+use super::text::Text;
 use super::{Correlator, PbxState, Resync};
 use crate::ami::AmiMessage;
 use crate::record::{Gap, Transfer};
@@ -78,6 +79,13 @@ const KINDS: [(&str, Kind); 18] = [
 
 impl Kind {
     fn of(name: &str) -> Kind {
+        // Asterisk's own spelling first (a plain comparison), then any other case.
+        let exact = KINDS
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && *n == name);
+        if let Some((_, k)) = exact {
+            return *k;
+        }
         if name.eq_ignore_ascii_case("CoreShowChannelsComplete") {
             return Kind::CoreShowChannelsComplete;
         }
@@ -120,13 +128,13 @@ impl Correlator {
         let lazy = Create::Lazy(None);
         match kind {
             Kind::Newchannel => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), Create::Newchannel) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), Create::Newchannel) {
                     let state = self.leg(r).map(|l| l.state).unwrap_or(0);
                     self.step(r, t, StepKind::Newchannel, Detail::State(state));
                 }
             }
             Kind::Newstate => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), lazy) {
                     let state = self.leg(r).map(|l| l.state).unwrap_or(0);
                     self.step(r, t, StepKind::Newstate, Detail::State(state));
                 }
@@ -134,7 +142,7 @@ impl Correlator {
             Kind::DialBegin => self.on_dial_begin(t, pbx, &f),
             Kind::DialEnd => self.on_dial_end(t, pbx, &f),
             Kind::BridgeEnter | Kind::BridgeLeave => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), lazy) {
                     let k = if kind == Kind::BridgeEnter {
                         StepKind::BridgeEnter
                     } else {
@@ -144,7 +152,7 @@ impl Correlator {
                 }
             }
             Kind::Hold => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), lazy) {
                     if let Some(leg) = self.leg_mut(r) {
                         leg.hold_since.get_or_insert(t);
                     }
@@ -152,7 +160,7 @@ impl Correlator {
                 }
             }
             Kind::Unhold => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), lazy) {
                     // Every REFER raises Unhold without a Hold: only a real hold is counted.
                     let was_held = match self.leg_mut(r) {
                         Some(leg) if leg.hold_since.is_some() => {
@@ -170,13 +178,13 @@ impl Correlator {
                 }
             }
             Kind::Hangup => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), lazy) {
                     let cause = f.cause.and_then(|c| c.trim().parse::<u16>().ok());
                     self.hang_up(t, r, cause, f.cause_txt, false);
                 }
             }
             Kind::VarSet => {
-                if let Some(r) = self.snapshot(t, pbx, f.snap(BASE), lazy) {
+                if let Some(r) = self.apply_snapshot(t, pbx, f.snap(BASE), lazy) {
                     let var = f.variable.unwrap_or("").trim_start_matches('_');
                     let value = f.value.unwrap_or("");
                     if var.eq_ignore_ascii_case(SIPCALLID_VAR) {
@@ -194,8 +202,8 @@ impl Correlator {
             Kind::BlindTransfer => self.on_blind_transfer(t, pbx, &f),
             Kind::AttendedTransfer => self.on_attended_transfer(t, pbx, &f),
             Kind::LocalBridge => {
-                let one = self.snapshot(t, pbx, f.snap(LOCAL_ONE), lazy);
-                let two = self.snapshot(t, pbx, f.snap(LOCAL_TWO), lazy);
+                let one = self.apply_snapshot(t, pbx, f.snap(LOCAL_ONE), lazy);
+                let two = self.apply_snapshot(t, pbx, f.snap(LOCAL_TWO), lazy);
                 if let (Some(a), Some(b)) = (one, two) {
                     self.merge(a.conv, b.conv);
                 }
@@ -204,7 +212,7 @@ impl Correlator {
             Kind::CoreShowChannel => {
                 let started = f.duration.and_then(parse_duration).map(|d| t - d);
                 let snap = f.snap(BASE);
-                self.snapshot(t, pbx, snap, Create::Lazy(started));
+                self.apply_snapshot(t, pbx, snap, Create::Lazy(started));
                 if let (Some(uid), Some(p)) = (snap.uniqueid, self.pbxs.get_mut(pbx)) {
                     p.resync_building
                         .get_or_insert_with(|| (t, BTreeSet::new()))
@@ -214,8 +222,8 @@ impl Correlator {
             }
             Kind::CoreShowChannelsComplete => self.on_resync_complete(t, pbx),
             Kind::Other => {
-                self.snapshot(t, pbx, f.snap(BASE), lazy);
-                self.snapshot(t, pbx, f.snap(DEST), lazy);
+                self.apply_snapshot(t, pbx, f.snap(BASE), lazy);
+                self.apply_snapshot(t, pbx, f.snap(DEST), lazy);
             }
             Kind::Skip => {}
         }
@@ -237,7 +245,7 @@ impl Correlator {
 
     /// Applies one channel snapshot: finds or creates the channel, follows its `Linkedid`,
     /// updates its fields. Returns where the channel is now.
-    fn snapshot(
+    fn apply_snapshot(
         &mut self,
         t: DateTime<Utc>,
         pbx: &Arc<str>,
@@ -287,7 +295,7 @@ impl Correlator {
         let conv = self.convs.get_mut(&key)?;
         let mut leg = Leg::new(uid, snap.channel.unwrap_or(""), lid, started);
         leg.joined_late = create != Create::Newchannel;
-        let endpoint: Option<Box<str>> = leg.endpoint().map(Into::into);
+        let endpoint: Option<Text> = leg.endpoint().map(Into::into);
         let r = LegRef {
             conv: key,
             idx: conv.legs.len() as u32,
@@ -329,7 +337,7 @@ impl Correlator {
             }
             None => {
                 p.linkedids.insert(lid.into(), r.conv);
-                conv.linkedids.push(lid.into());
+                conv.more_linkedids.push(lid.into());
                 r
             }
         }
@@ -347,9 +355,8 @@ impl Correlator {
         let mut new_endpoint = None;
         if leg.channel.is_empty() {
             if let Some(c) = snap.channel {
-                leg.channel = c.into();
-                leg.local = is_local(c);
-                new_endpoint = leg.endpoint().map(Box::<str>::from);
+                leg.set_channel(c);
+                new_endpoint = leg.endpoint().map(Text::from);
                 changed = true;
             }
         }
@@ -491,8 +498,8 @@ impl Correlator {
 
     fn on_dial_begin(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         let lazy = Create::Lazy(None);
-        let src = self.snapshot(t, pbx, f.snap(BASE), lazy);
-        let Some(mut dst) = self.snapshot(t, pbx, f.snap(DEST), lazy) else {
+        let src = self.apply_snapshot(t, pbx, f.snap(BASE), lazy);
+        let Some(mut dst) = self.apply_snapshot(t, pbx, f.snap(DEST), lazy) else {
             return;
         };
         let mut src_idx = None;
@@ -527,8 +534,8 @@ impl Correlator {
 
     fn on_dial_end(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         let lazy = Create::Lazy(None);
-        self.snapshot(t, pbx, f.snap(BASE), lazy);
-        let Some(dst) = self.snapshot(t, pbx, f.snap(DEST), lazy) else {
+        self.apply_snapshot(t, pbx, f.snap(BASE), lazy);
+        let Some(dst) = self.apply_snapshot(t, pbx, f.snap(DEST), lazy) else {
             return;
         };
         let Some(status) = f.dial_status else {
@@ -639,8 +646,8 @@ impl Correlator {
 
     fn on_blind_transfer(&mut self, t: DateTime<Utc>, pbx: &Arc<str>, f: &Fields<'_>) {
         let lazy = Create::Lazy(None);
-        self.snapshot(t, pbx, f.snap(TRANSFERER), lazy);
-        self.snapshot(t, pbx, f.snap(TRANSFEREE), lazy);
+        self.apply_snapshot(t, pbx, f.snap(TRANSFERER), lazy);
+        self.apply_snapshot(t, pbx, f.snap(TRANSFEREE), lazy);
         let Some(key) = self.join_snapshots(pbx, f, &[TRANSFERER, TRANSFEREE]) else {
             return;
         };
@@ -671,7 +678,7 @@ impl Correlator {
             TRANSFER_TARGET,
         ];
         for i in all {
-            self.snapshot(t, pbx, f.snap(i), lazy);
+            self.apply_snapshot(t, pbx, f.snap(i), lazy);
         }
         let key = self.join_snapshots(pbx, f, &all);
         let Some(key) = key else {
@@ -732,7 +739,7 @@ impl Correlator {
             to,
             reason: reason.to_string(),
         };
-        let hit: Vec<u64> = self
+        let mut hit: Vec<u64> = self
             .convs
             .iter()
             .filter(|(_, c)| all || c.pbx == *pbx)
@@ -742,6 +749,7 @@ impl Correlator {
             })
             .map(|(k, _)| *k)
             .collect();
+        hit.sort_unstable(); // `convs` is a hash map: its order is not an input's
         for key in hit {
             if let Some(conv) = self.convs.get_mut(&key) {
                 if !conv.extra().gaps.contains(&gap) {
@@ -767,7 +775,7 @@ impl Correlator {
     /// Channels of `pbx` we think live that the resync list does not hold ended during the
     /// gap: close them at its end so their calls complete instead of hanging forever.
     fn close_missing(&mut self, pbx: &Arc<str>, list: &Resync, to: DateTime<Utc>) {
-        let missing: Vec<(LegRef, DateTime<Utc>)> = self
+        let mut missing: Vec<(LegRef, DateTime<Utc>)> = self
             .convs
             .iter()
             .filter(|(_, c)| c.pbx == *pbx)
@@ -786,6 +794,7 @@ impl Correlator {
                 })
             })
             .collect();
+        missing.sort_unstable_by_key(|(r, _)| (r.conv, r.idx));
         for (r, started) in missing {
             self.hang_up(to.max(started), r, None, None, true);
         }
@@ -793,7 +802,7 @@ impl Correlator {
 }
 
 /// Sets `slot` from a snapshot value that carries information; returns whether it changed.
-fn update(slot: &mut Option<Box<str>>, value: Option<&str>) -> bool {
+fn update(slot: &mut Option<Text>, value: Option<&str>) -> bool {
     match value {
         Some(v) if meaningful(v) && slot.as_deref() != Some(v) => {
             *slot = Some(v.into());

@@ -6,10 +6,15 @@
 //!
 //! The timeline is stored compactly ([`Step`]: a time, a kind, a leg index and a small detail)
 //! and only expanded into [`crate::record::TimelineEntry`] strings when a record is built.
+//!
+//! Everything here is serialisable for [`super::CorrelatorSnapshot`]; a step is written as a
+//! short array `[time in µs, kind, leg, detail]`, since a snapshot holds many of them.
 
 use super::channel::{Leg, STATE_UP};
+use super::text::Text;
 use crate::record::{Gap, PhoneMatch, Transfer};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// "No leg" in [`Step::leg`].
@@ -17,7 +22,7 @@ pub(super) const NO_LEG: u32 = u32::MAX;
 
 /// The kinds of timeline entries (the "interesting" events; see the module docs of
 /// [`super`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum StepKind {
     Newchannel,
     Newstate,
@@ -59,7 +64,7 @@ impl StepKind {
 }
 
 /// What a timeline entry says beyond its kind and leg.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum Detail {
     None,
     /// `ChannelState` number.
@@ -110,7 +115,8 @@ pub(super) fn dial_status_code(status: &str) -> u8 {
 }
 
 /// One compact timeline entry (28 bytes).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(into = "StepRepr", try_from = "StepRepr")]
 pub(super) struct Step {
     pub at: DateTime<Utc>,
     pub kind: StepKind,
@@ -119,42 +125,73 @@ pub(super) struct Step {
     pub detail: Detail,
 }
 
+/// A [`Step`] as stored in a snapshot: `[µs since the epoch, kind, leg, detail]`.
+#[derive(Serialize, Deserialize)]
+struct StepRepr(i64, StepKind, u32, Detail);
+
+impl From<Step> for StepRepr {
+    fn from(s: Step) -> StepRepr {
+        StepRepr(s.at.timestamp_micros(), s.kind, s.leg, s.detail)
+    }
+}
+
+impl TryFrom<StepRepr> for Step {
+    type Error = String;
+    fn try_from(r: StepRepr) -> Result<Step, String> {
+        let at = DateTime::from_timestamp_micros(r.0)
+            .ok_or_else(|| format!("timeline step time {} out of range", r.0))?;
+        Ok(Step {
+            at,
+            kind: r.1,
+            leg: r.2,
+            detail: r.3,
+        })
+    }
+}
+
 /// The outcome of an Originate (`OriginateResponse`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Originate {
     pub success: bool,
     /// `Exten` of the Originate (what the originated channel is connected to).
-    pub exten: Option<Box<str>>,
-    pub action_id: Option<Box<str>>,
+    pub exten: Option<Text>,
+    pub action_id: Option<Text>,
 }
 
 /// A phone callback matched to a conversation that has not (yet) qualified for a record; kept
 /// raw so it can become an orphan if the conversation never does.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct RawCallback {
     pub at: DateTime<Utc>,
-    pub peer: Box<str>,
-    pub target: Box<str>,
+    pub peer: Text,
+    pub target: Text,
 }
 
 /// One conversation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Conversation {
+    /// (A snapshot stores the name; the restored conversations share one `Arc` per PBX.)
+    #[serde(with = "arc_str")]
     pub pbx: Arc<str>,
     /// `Linkedid` of the first call: the record's `linkedid` and id.
-    pub linkedid: Box<str>,
-    /// Every `Linkedid` merged into this conversation (the first is `linkedid`).
-    pub linkedids: Vec<Box<str>>,
+    pub linkedid: Text,
+    /// The other `Linkedid`s merged into this conversation (transfers), besides `linkedid`;
+    /// empty for most calls. All of them: [`Conversation::linkedids`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_linkedids: Vec<Text>,
     pub legs: Vec<Leg>,
     pub timeline: Vec<Step>,
     /// What most calls never have (boxed to keep a live call small); see [`Conversation::extra`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Box<Extra>>,
     /// A `DialBegin` was seen.
     pub had_dial: bool,
     /// Legs not hung up yet.
     pub live: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_hangup: Option<DateTime<Utc>>,
     /// When the conversation completes (set while `live == 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
     /// Time of the last input that touched the conversation.
     pub last_event: DateTime<Utc>,
@@ -165,15 +202,31 @@ pub(super) struct Conversation {
 }
 
 /// The parts of a conversation that most calls do not have.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Extra {
     pub transfers: Vec<Transfer>,
     pub correlation: Vec<PhoneMatch>,
     pub gaps: Vec<Gap>,
     pub originate: Option<Originate>,
-    pub dial_request_id: Option<Box<str>>,
+    pub dial_request_id: Option<Text>,
     /// Callbacks matched while the conversation did not qualify for a record yet.
     pub unqualified_callbacks: Vec<RawCallback>,
+}
+
+/// `Arc<str>` as a plain string (serde's own support needs its `rc` feature, and a restore
+/// shares one `Arc` per PBX anyway).
+mod arc_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
 }
 
 static NO_EXTRA: Extra = Extra {
@@ -190,9 +243,10 @@ impl Conversation {
         Conversation {
             pbx,
             linkedid: linkedid.into(),
-            linkedids: vec![linkedid.into()],
+            more_linkedids: Vec::new(),
             legs: Vec::with_capacity(2),
-            timeline: Vec::new(),
+            // A two-party call has ~12 steps: start there instead of growing 4 → 8 → 16.
+            timeline: Vec::with_capacity(12),
             extra: None,
             had_dial: false,
             live: 0,
@@ -213,9 +267,22 @@ impl Conversation {
         self.extra.get_or_insert_with(Default::default)
     }
 
+    /// Every `Linkedid` of the conversation, the first call's first.
+    pub fn linkedids(&self) -> impl Iterator<Item = &Text> {
+        std::iter::once(&self.linkedid).chain(&self.more_linkedids)
+    }
+
+    pub fn has_linkedid(&self, lid: &str) -> bool {
+        *self.linkedid == *lid || self.more_linkedids.iter().any(|l| **l == *lid)
+    }
+
     /// `<pbx>:<linkedid of the first call>`.
     pub fn id(&self) -> String {
-        format!("{}:{}", self.pbx, self.linkedid)
+        let mut id = String::with_capacity(self.pbx.len() + 1 + self.linkedid.len());
+        id.push_str(&self.pbx);
+        id.push(':');
+        id.push_str(&self.linkedid);
+        id
     }
 
     /// When the first leg started.

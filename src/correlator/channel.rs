@@ -1,19 +1,34 @@
 //! The state kept per channel (one leg of a call), and what a channel name tells us.
 //!
-//! Only the handful of fields the record needs are kept, as boxed strings, never the AMI
-//! message itself: a live call costs a few hundred bytes per leg.
+//! Only the handful of fields the record needs are kept, as [`Text`]s (short ones inline),
+//! never the AMI message itself: a live call costs a few hundred bytes per leg.
+//!
+//! The state is serialisable for [`super::CorrelatorSnapshot`]: empty and default fields are
+//! left out of the JSON to keep snapshots small.
 
+use super::text::Text;
 use crate::record::PhoneView;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Channel state numbers (`ChannelState`) the correlator cares about.
 pub(super) const STATE_UP: u8 = 6;
 
 /// A caller ID pair as it was at some point.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct CallerId {
-    pub num: Option<Box<str>>,
-    pub name: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Text>,
+}
+
+pub(super) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Where a leg sits: conversation key and index in its `legs`.
@@ -24,59 +39,88 @@ pub(super) struct LegRef {
 }
 
 /// One channel of a conversation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct Leg {
-    pub uniqueid: Box<str>,
+    pub uniqueid: Text,
     /// Name as first seen (`PJSIP/101-00000000`).
-    pub channel: Box<str>,
+    pub channel: Text,
     /// The channel's current `Linkedid` (it changes after an attended transfer).
-    pub linkedid: Box<str>,
-    /// A `Local/…;1` or `;2` half: followed through, never a party.
+    pub linkedid: Text,
+    /// A `Local/…;1` or `;2` half: followed through, never a party. (Like `endpoint_at`,
+    /// worked out from `channel`, so not stored in snapshots.)
+    #[serde(skip)]
     pub local: bool,
+    /// Where [`Leg::endpoint`] lies in `channel` (start, end); empty when it has none. Kept
+    /// because the endpoint is asked for many times per record and per phone callback.
+    #[serde(skip)]
+    endpoint_at: (u16, u16),
     /// The caller ID before it first changed (only kept once it changed: until then the
     /// current one is also the first one).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_caller: Option<Box<CallerId>>,
     /// The caller ID as of the first `DialBegin` this leg made, kept once it changed since.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dial_caller: Option<Box<CallerId>>,
     /// This leg called someone (`DialBegin` with it as the calling channel).
+    #[serde(skip_serializing_if = "is_false")]
     pub has_dialled: bool,
     /// Current caller ID and connected line number.
-    pub caller_num: Option<Box<str>>,
-    pub caller_name: Option<Box<str>>,
-    pub connected_num: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_num: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_num: Option<Text>,
     /// Context as first seen: the endpoint's own context for a dialled PJSIP channel.
-    pub context: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Text>,
     /// First `Exten` that is not `s`: what the originating channel dialled.
-    pub exten: Option<Box<str>>,
-    pub sip_call_id: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exten: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_call_id: Option<Text>,
     pub state: u8,
     pub started_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub answered_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hangup_cause: Option<u16>,
-    pub hangup_text: Option<Box<str>>,
-    pub dial_status: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hangup_text: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dial_status: Option<Text>,
     /// The destination of a `DialBegin` that had a calling channel.
+    #[serde(skip_serializing_if = "is_false")]
     pub dialled: bool,
     /// The destination of an Originate (`DialBegin` without a calling channel, or the
     /// `Uniqueid` of an `OriginateResponse`).
+    #[serde(skip_serializing_if = "is_false")]
     pub originated: bool,
     /// Created from an event other than `Newchannel` (we joined mid-call).
+    #[serde(skip_serializing_if = "is_false")]
     pub joined_late: bool,
     /// Closed by a resync after an AMI gap (no Hangup was seen).
+    #[serde(skip_serializing_if = "is_false")]
     pub closed_by_resync: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub hold_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<Box<PhoneView>>,
 }
 
 impl Leg {
     pub fn new(uniqueid: &str, channel: &str, linkedid: &str, started_at: DateTime<Utc>) -> Leg {
-        Leg {
+        let mut leg = Leg {
             uniqueid: uniqueid.into(),
-            channel: channel.into(),
+            channel: Text::default(),
             linkedid: linkedid.into(),
-            local: is_local(channel),
+            local: false,
+            endpoint_at: (0, 0),
             first_caller: None,
             dial_caller: None,
             has_dialled: false,
@@ -100,16 +144,41 @@ impl Leg {
             hold_since: None,
             hold_ms: 0,
             phone: None,
-        }
+        };
+        leg.set_channel(channel);
+        leg
+    }
+
+    /// Works out `local` and the endpoint again from the channel name (after a snapshot is
+    /// read back: they are not stored).
+    pub fn refresh_channel(&mut self) {
+        let channel = std::mem::take(&mut self.channel);
+        self.set_channel(&channel);
+    }
+
+    /// Sets the channel name (and with it whether it is Local, and its endpoint).
+    pub fn set_channel(&mut self, channel: &str) {
+        self.channel = channel.into();
+        self.local = is_local(channel);
+        self.endpoint_at = match endpoint_of(channel) {
+            Some(ep) if !self.local => {
+                let start = ep.as_ptr() as usize - channel.as_ptr() as usize;
+                match (u16::try_from(start), u16::try_from(start + ep.len())) {
+                    (Ok(s), Ok(e)) => (s, e),
+                    _ => (0, 0), // a channel name over 64 KiB: no endpoint
+                }
+            }
+            _ => (0, 0),
+        };
     }
 
     /// `PJSIP/101-00000000` → `101`; `None` for Local channels and unparsable names.
     pub fn endpoint(&self) -> Option<&str> {
-        if self.local {
-            None
-        } else {
-            endpoint_of(&self.channel)
+        let (start, end) = self.endpoint_at;
+        if start == end {
+            return None;
         }
+        self.channel.get(start as usize..end as usize)
     }
 
     /// Updates the caller ID from a snapshot (values without information are skipped). The
@@ -119,7 +188,7 @@ impl Leg {
     pub fn set_caller(&mut self, num: Option<&str>, name: Option<&str>) -> bool {
         let num = num.filter(|v| meaningful(v));
         let name = name.filter(|v| meaningful(v));
-        let differs = |new: Option<&str>, old: &Option<Box<str>>| match (new, old.as_deref()) {
+        let differs = |new: Option<&str>, old: &Option<Text>| match (new, old.as_deref()) {
             (Some(n), Some(o)) => n != o,
             _ => false,
         };

@@ -3,15 +3,15 @@
 //! Why a dedicated extractor instead of [`AmiMessage::get`]: `get` scans the field list once per
 //! key, and a channel event has ~20 fields of which the correlator needs ~12, spread over up to
 //! nine *channel snapshots* (`Channel`, `DestChannel`, `TransfererChannel`, …). Walking the
-//! fields once and sorting each key into a slot costs one suffix/prefix comparison per field,
-//! allocates nothing, and borrows the values from the message.
+//! field offsets the decoder already found, once, and sorting each key into a slot through one
+//! lookup in a table of every key we read ([`KeyTable`]) allocates nothing, borrows the values
+//! from the message, and does not re-scan the text.
 //!
 //! Rules (AMI semantics): keys are compared ignoring ASCII case; for a key that repeats, the
 //! first value wins (as in Asterisk's own `astman_get_header`), except `ChanVariable`, which is
 //! a list of `NAME=value` pairs. An empty value counts as absent.
 
 use crate::ami::AmiMessage;
-use memchr::{memchr, memchr_iter};
 
 /// The channel snapshots an event can carry, by key prefix.
 pub(super) const BASE: usize = 0;
@@ -55,8 +55,7 @@ pub(super) struct Snap<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// Snapshot field names, matched as key suffixes. Longer names that share a tail with a shorter
-/// one never collide here (`ChannelState` does not end with `Channel`), so order is free.
+/// Snapshot field names: a snapshot key is one of [`PREFIXES`] followed by one of these.
 #[derive(Clone, Copy)]
 enum SnapField {
     Channel,
@@ -123,7 +122,7 @@ pub(super) struct Fields<'a> {
     pub duration: Option<&'a str>,
 }
 
-/// Non-snapshot keys, matched exactly (ignoring case).
+/// Non-snapshot keys, matched exactly (ignoring case); every other key is skipped.
 #[derive(Clone, Copy)]
 enum Plain {
     DialStatus,
@@ -139,11 +138,9 @@ enum Plain {
     Reason,
     ActionId,
     Duration,
-    /// Keys that look like snapshot fields but are not (`BridgeUniqueid`, …): skipped.
-    Ignore,
 }
 
-const PLAIN: [(&str, Plain); 17] = [
+const PLAIN: [(&str, Plain); 13] = [
     ("DialStatus", Plain::DialStatus),
     ("DialString", Plain::DialString),
     ("Cause", Plain::Cause),
@@ -157,37 +154,110 @@ const PLAIN: [(&str, Plain); 17] = [
     ("Reason", Plain::Reason),
     ("ActionID", Plain::ActionId),
     ("Duration", Plain::Duration),
-    ("Event", Plain::Ignore),
-    ("BridgeUniqueid", Plain::Ignore),
-    ("DestBridgeUniqueid", Plain::Ignore),
-    ("ChannelStateDesc", Plain::Ignore),
 ];
 
-fn eq_ci(a: &[u8], b: &str) -> bool {
-    a.eq_ignore_ascii_case(b.as_bytes())
+/// Where a key's value goes.
+#[derive(Clone, Copy)]
+enum Slot {
+    Plain(Plain),
+    /// Snapshot index ([`BASE`], [`DEST`], …) and field.
+    Snap(u8, SnapField),
 }
 
-/// Which snapshot and field a key like `DestCallerIDNum` names, if any.
-fn snapshot_key(key: &[u8]) -> Option<(usize, SnapField)> {
-    for (suffix, field) in SNAP_FIELDS {
-        let s = suffix.as_bytes();
-        if key.len() < s.len() || !key[key.len() - s.len()..].eq_ignore_ascii_case(s) {
-            continue;
-        }
-        let prefix = &key[..key.len() - s.len()];
-        return PREFIXES
-            .iter()
-            .position(|p| eq_ci(prefix, p))
-            .map(|i| (i, field));
+/// Slots of [`KeyTable`]: a power of two, about five times the number of keys, so that a
+/// lookup usually inspects one slot.
+const TABLE_SLOTS: usize = 512;
+
+/// Every key the correlator reads (9 snapshot prefixes × 10 fields, plus the plain keys),
+/// as an open-addressing hash table keyed by a case-folded fingerprint of the key.
+///
+/// Why not a `HashMap` of lowercased keys: a channel event has 20–40 fields, so this lookup
+/// runs ~25 times per event. Lowercasing each key into a buffer and hashing all its bytes
+/// cost ~200 instructions per field; the fingerprint (length, first and last 8 bytes, each
+/// folded with `| 0x20`) is three loads and a multiply, and one case-insensitive comparison
+/// confirms a hit. Keys that differ only in ASCII case have the same fingerprint; different
+/// keys with the same fingerprint are told apart by that comparison.
+struct KeyTable {
+    slots: Vec<Option<(&'static str, Slot)>>,
+}
+
+/// Eight bytes of `b` as a word: the first eight, or for a shorter `b` its first and last
+/// four (overlapping), or its bytes (under four). Only ever compared with itself, so any
+/// fixed rule works; this one is two or three plain loads, no `memcpy` call.
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    let n = b.len();
+    if let Some(w) = b.first_chunk::<8>() {
+        u64::from_le_bytes(*w)
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        u64::from(lo) | (u64::from(hi) << 32)
+    } else {
+        b.iter().fold(0, |w, &c| (w << 8) | u64::from(c))
     }
-    None
 }
 
-fn plain_key(key: &[u8]) -> Option<Plain> {
-    PLAIN
-        .iter()
-        .find(|(name, _)| name.len() == key.len() && eq_ci(key, name))
-        .map(|(_, p)| *p)
+/// Slot index of a key: its length and first and last eight bytes, ASCII letters folded to
+/// lowercase (`| 0x20` also folds some non-letters together; the comparison on a hit sorts
+/// that out).
+#[inline]
+fn fingerprint(key: &[u8]) -> usize {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let first = word(key) | FOLD;
+    let last = word(&key[key.len().saturating_sub(8)..]) | FOLD;
+    let h = (first ^ last.rotate_left(29) ^ key.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> (64 - TABLE_SLOTS.trailing_zeros())) as usize
+}
+
+impl KeyTable {
+    fn get() -> &'static KeyTable {
+        static TABLE: std::sync::OnceLock<KeyTable> = std::sync::OnceLock::new();
+        TABLE.get_or_init(KeyTable::build)
+    }
+
+    fn build() -> KeyTable {
+        let mut entries: Vec<(&'static str, Slot)> = Vec::new();
+        for (i, prefix) in PREFIXES.iter().enumerate() {
+            for (suffix, field) in SNAP_FIELDS {
+                // Built once per process and kept for its lifetime (90 short names).
+                let name: &'static str = Box::leak(format!("{prefix}{suffix}").into_boxed_str());
+                entries.push((name, Slot::Snap(i as u8, field)));
+            }
+        }
+        for (name, plain) in PLAIN {
+            entries.push((name, Slot::Plain(plain)));
+        }
+        let mut slots = vec![None; TABLE_SLOTS];
+        for (name, slot) in entries {
+            let mut i = fingerprint(name.as_bytes());
+            while slots[i].is_some() {
+                i = (i + 1) % TABLE_SLOTS;
+            }
+            slots[i] = Some((name, slot));
+        }
+        KeyTable { slots }
+    }
+
+    /// The slot of `key` (ignoring ASCII case), if the correlator reads it.
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<Slot> {
+        if key.is_empty() {
+            return None;
+        }
+        let mut i = fingerprint(key);
+        loop {
+            let (name, slot) = self.slots[i]?;
+            // Asterisk sends the canonical spelling: a plain comparison settles nearly every
+            // hit; other spellings take the byte-by-byte case-insensitive one.
+            if name.len() == key.len()
+                && (name.as_bytes() == key || name.as_bytes().eq_ignore_ascii_case(key))
+            {
+                return Some(slot);
+            }
+            i = (i + 1) % TABLE_SLOTS;
+        }
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -224,117 +294,69 @@ fn set<'a>(slot: &mut Option<&'a str>, value: &'a str) {
     }
 }
 
-/// Splits a line into key and value the way the AMI codec does: the key ends at the first
-/// `": "`; a line without `": "` but with a `:` has its key end at the first `:`.
-fn split_line(line: &str) -> Option<(&str, &str)> {
-    let b = line.as_bytes();
-    let first = memchr(b':', b)?;
-    let mut colon = first;
-    loop {
-        if b.get(colon + 1) == Some(&b' ') {
-            return Some((&line[..colon], &line[colon + 2..]));
-        }
-        match memchr(b':', &b[colon + 1..]) {
-            Some(next) => colon += 1 + next,
-            None => return Some((&line[..first], &line[first + 1..])),
-        }
-    }
-}
-
-/// The lines of `raw` without their `\n` / `\r\n` terminators.
-fn lines(raw: &str) -> impl Iterator<Item = &str> {
-    let b = raw.as_bytes();
-    let mut start = 0;
-    memchr_iter(b'\n', b)
-        .chain(std::iter::once(b.len()))
-        .filter_map(move |nl| {
-            let begin = start;
-            start = nl + 1;
-            let end = if nl > begin && b[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
-            raw.get(begin..end)
-        })
-}
-
-/// The fields of an event in wire order, read straight from its raw text: one UTF-8 check for
-/// the whole message instead of one per key and value. Same result as [`AmiMessage::iter`]
-/// for events (checked by a test); anything odd falls back to `iter`.
-fn for_each_field<'a>(msg: &'a AmiMessage, mut f: impl FnMut(&'a str, &'a str)) {
-    let raw = msg.raw_str();
-    if raw.is_empty() {
-        msg.iter().for_each(|(k, v)| f(k, v));
-        return;
-    }
-    for line in lines(raw) {
-        if let Some((k, v)) = split_line(line) {
-            f(k, v);
-        }
-    }
-}
-
-/// The event name (`Event:` header), read from the first line when, as always on the wire, it
-/// is the first field.
+/// The event name (`Event:` header): the first field, as always on the wire, else looked up.
 pub(super) fn event_name(msg: &AmiMessage) -> Option<&str> {
-    match lines(msg.raw_str()).next().and_then(split_line) {
+    match msg.iter().next() {
         Some((k, v)) if k.eq_ignore_ascii_case("Event") => Some(v),
         _ => msg.event_name(),
     }
 }
 
-/// Extracts the fields of `msg` in one pass.
+/// Extracts the fields of `msg` in one pass over the field offsets the decoder already found
+/// (no re-scanning of the text, no UTF-8 re-validation: see [`AmiMessage`]).
 pub(super) fn parse(msg: &AmiMessage) -> Fields<'_> {
+    let table = KeyTable::get();
     let mut f = Fields::default();
-    for_each_field(msg, |key, value| {
-        let k = key.as_bytes();
-        if let Some(p) = plain_key(k) {
-            let slot = match p {
-                Plain::DialStatus => &mut f.dial_status,
-                Plain::DialString => &mut f.dial_string,
-                Plain::Cause => &mut f.cause,
-                Plain::CauseTxt => &mut f.cause_txt,
-                Plain::Variable => &mut f.variable,
-                Plain::Value => &mut f.value,
-                Plain::Result => &mut f.result,
-                Plain::Extension => &mut f.extension,
-                Plain::DestType => &mut f.dest_type,
-                Plain::Response => &mut f.response,
-                Plain::Reason => &mut f.reason,
-                Plain::ActionId => &mut f.action_id,
-                Plain::Duration => &mut f.duration,
-                Plain::Ignore => return,
-            };
-            set(slot, value);
-            return;
+    for (key, value) in msg.iter() {
+        if value.is_empty() {
+            continue; // an empty value counts as absent
         }
-        let Some((i, field)) = snapshot_key(k) else {
-            return;
-        };
-        let snap = f.snap_mut(i);
-        match field {
-            SnapField::Channel => set(&mut snap.channel, value),
-            SnapField::Uniqueid => set(&mut snap.uniqueid, value),
-            SnapField::Linkedid => set(&mut snap.linkedid, value),
-            SnapField::State => set(&mut snap.state, value),
-            SnapField::CallerNum => set(&mut snap.caller_num, value),
-            SnapField::CallerName => set(&mut snap.caller_name, value),
-            SnapField::ConnectedNum => set(&mut snap.connected_num, value),
-            SnapField::Context => set(&mut snap.context, value),
-            SnapField::Exten => set(&mut snap.exten, value),
-            SnapField::ChanVariable => {
-                if let Some((name, v)) = value.split_once('=') {
-                    let name = name.trim_start_matches('_');
-                    if name.eq_ignore_ascii_case(SIPCALLID_VAR) {
-                        set(&mut snap.sip_call_id, v);
-                    } else if name.eq_ignore_ascii_case(REQUEST_ID_VAR) {
-                        set(&mut snap.request_id, v);
+        match table.find(key.as_bytes()) {
+            None => {}
+            Some(Slot::Plain(p)) => {
+                let slot = match p {
+                    Plain::DialStatus => &mut f.dial_status,
+                    Plain::DialString => &mut f.dial_string,
+                    Plain::Cause => &mut f.cause,
+                    Plain::CauseTxt => &mut f.cause_txt,
+                    Plain::Variable => &mut f.variable,
+                    Plain::Value => &mut f.value,
+                    Plain::Result => &mut f.result,
+                    Plain::Extension => &mut f.extension,
+                    Plain::DestType => &mut f.dest_type,
+                    Plain::Response => &mut f.response,
+                    Plain::Reason => &mut f.reason,
+                    Plain::ActionId => &mut f.action_id,
+                    Plain::Duration => &mut f.duration,
+                };
+                set(slot, value);
+            }
+            Some(Slot::Snap(i, field)) => {
+                let snap = f.snap_mut(i as usize);
+                match field {
+                    SnapField::Channel => set(&mut snap.channel, value),
+                    SnapField::Uniqueid => set(&mut snap.uniqueid, value),
+                    SnapField::Linkedid => set(&mut snap.linkedid, value),
+                    SnapField::State => set(&mut snap.state, value),
+                    SnapField::CallerNum => set(&mut snap.caller_num, value),
+                    SnapField::CallerName => set(&mut snap.caller_name, value),
+                    SnapField::ConnectedNum => set(&mut snap.connected_num, value),
+                    SnapField::Context => set(&mut snap.context, value),
+                    SnapField::Exten => set(&mut snap.exten, value),
+                    SnapField::ChanVariable => {
+                        if let Some((name, v)) = value.split_once('=') {
+                            let name = name.trim_start_matches('_');
+                            if name.eq_ignore_ascii_case(SIPCALLID_VAR) {
+                                set(&mut snap.sip_call_id, v);
+                            } else if name.eq_ignore_ascii_case(REQUEST_ID_VAR) {
+                                set(&mut snap.request_id, v);
+                            }
+                        }
                     }
                 }
             }
         }
-    });
+    }
     f
 }
 
@@ -384,28 +406,123 @@ mod tests {
         assert!((0..SNAPSHOTS).all(|i| f.snap(i).uniqueid.is_none()));
     }
 
+    /// The table lookup reads exactly what the message API says, for every recorded event:
+    /// the first non-empty value of each snapshot key and plain key.
     #[test]
-    fn raw_reading_equals_the_message_api() {
+    fn parse_agrees_with_the_message_api_on_every_fixture() {
+        let first = |m: &AmiMessage, key: &str| -> Option<String> {
+            m.iter()
+                .filter(|(k, v)| k.eq_ignore_ascii_case(key) && !v.is_empty())
+                .map(|(_, v)| v.to_string())
+                .next()
+        };
         let mut checked = 0;
         for scenario in crate::sim::fixtures::embedded_scenarios() {
             for m in &scenario.messages {
-                let mut mine = Vec::new();
-                for_each_field(&m.msg, |k, v| mine.push((k, v)));
-                let api: Vec<(&str, &str)> = m.msg.iter().collect();
-                assert_eq!(mine, api);
-                assert_eq!(event_name(&m.msg), m.msg.event_name());
+                let msg = &m.msg;
+                let f = parse(msg);
+                assert_eq!(event_name(msg), msg.event_name());
+                for (i, prefix) in PREFIXES.iter().enumerate() {
+                    let s = f.snap(i);
+                    let get = |field: &str| first(msg, &format!("{prefix}{field}"));
+                    let own = |v: Option<&str>| v.map(str::to_string);
+                    assert_eq!(own(s.channel), get("Channel"), "{msg:?}");
+                    assert_eq!(own(s.uniqueid), get("Uniqueid"));
+                    assert_eq!(own(s.linkedid), get("Linkedid"));
+                    assert_eq!(own(s.state), get("ChannelState"));
+                    assert_eq!(own(s.caller_num), get("CallerIDNum"));
+                    assert_eq!(own(s.caller_name), get("CallerIDName"));
+                    assert_eq!(own(s.connected_num), get("ConnectedLineNum"));
+                    assert_eq!(own(s.context), get("Context"));
+                    assert_eq!(own(s.exten), get("Exten"));
+                    let sip = msg
+                        .get_all(&format!("{prefix}ChanVariable"))
+                        .filter_map(|v| v.split_once('='))
+                        .find(|(n, v)| {
+                            n.trim_start_matches('_')
+                                .eq_ignore_ascii_case(SIPCALLID_VAR)
+                                && !v.is_empty()
+                        })
+                        .map(|(_, v)| v.to_string());
+                    assert_eq!(own(s.sip_call_id), sip);
+                }
+                for (name, get) in [
+                    ("DialStatus", f.dial_status),
+                    ("DialString", f.dial_string),
+                    ("Cause", f.cause),
+                    ("Cause-txt", f.cause_txt),
+                    ("Variable", f.variable),
+                    ("Value", f.value),
+                    ("Result", f.result),
+                    ("Extension", f.extension),
+                    ("Response", f.response),
+                    ("Reason", f.reason),
+                    ("ActionID", f.action_id),
+                    ("Duration", f.duration),
+                ] {
+                    assert_eq!(get.map(str::to_string), first(msg, name), "{name}");
+                }
                 checked += 1;
             }
         }
         assert!(checked > 1000);
-        for raw in [
-            "Event: X\nA: b: c\nEmpty: \nNoSpace:v\nK:a:b\n\n",
-            "Event: Y\r\nValue: a:b\r\nURL: http://x: y\r\n\r\n",
-        ] {
-            let msg = crate::ami::parse_message(raw.as_bytes(), 4096).unwrap();
-            let mut mine = Vec::new();
-            for_each_field(&msg, |k, v| mine.push((k, v)));
-            assert_eq!(mine, msg.iter().collect::<Vec<_>>(), "{raw:?}");
+    }
+
+    #[test]
+    fn every_known_key_is_found_in_any_case_and_others_are_not() {
+        let table = KeyTable::get();
+        let known: Vec<&str> = table.slots.iter().flatten().map(|(n, _)| *n).collect();
+        assert_eq!(
+            known.len(),
+            PREFIXES.len() * SNAP_FIELDS.len() + PLAIN.len()
+        );
+        for name in &known {
+            for variant in [
+                name.to_string(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
+                match table.find(variant.as_bytes()) {
+                    Some(Slot::Snap(i, _)) => {
+                        assert!(name.len() >= PREFIXES[i as usize].len(), "{variant}")
+                    }
+                    Some(Slot::Plain(_)) => assert!(PLAIN.iter().any(|(p, _)| p == name)),
+                    None => panic!("{variant} not found"),
+                }
+            }
         }
+        for other in [
+            "",
+            "Privilege",
+            "ChannelStateDesc",
+            "BridgeUniqueid",
+            "SpyerChannel",
+            "Channe",
+            "Channel_",
+            "XChannel",
+            "Event",
+            "DestChannelX",
+            // Folds like `Cause-txt` (0x0d | 0x20 is `-`): only the comparison tells them apart.
+            "Cause\rtxt",
+        ] {
+            assert!(table.find(other.as_bytes()).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn keys_ignore_case_and_unknown_or_long_keys_are_skipped() {
+        let long = "X".repeat(100);
+        let msg = AmiMessage::event("Newchannel")
+            .field("DESTCALLERIDNUM", "102")
+            .field("localtwouniqueid", "7.7")
+            .field(long.as_str(), "v")
+            .field("DestBridgeUniqueid", "b-1")
+            .build()
+            .unwrap();
+        let f = parse(&msg);
+        assert_eq!(f.snap(DEST).caller_num, Some("102"));
+        assert_eq!(f.snap(LOCAL_TWO).uniqueid, Some("7.7"));
+        assert_eq!(f.snap(BASE).uniqueid, None);
+        assert_eq!(f.snap(DEST).uniqueid, None);
     }
 }

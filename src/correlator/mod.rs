@@ -26,14 +26,15 @@
 //!   channels missing from the `CoreShowChannels` resync that precedes the gap marker ended
 //!   during the gap and are closed at its end.
 //!
-//! Determinism: outputs depend only on the inputs. Hash maps are used as lookup indexes only
-//! and are never iterated into outputs; everything iterated is a `BTreeMap`/`BTreeSet`/`Vec`.
-//! The whole state is `Clone` and self-contained, so it can be snapshotted and resumed (a
-//! clone fed the rest of the input produces exactly what the original would have).
+//! Determinism: outputs depend only on the inputs. Hash maps are used for lookups; where one
+//! is iterated (conversations, on a gap or at the end of input) its keys are sorted first.
+//! Everything else iterated is a `BTreeMap`/`BTreeSet`/`Vec`.
+//! The whole state is self-contained: [`Correlator::snapshot`] saves it after any input and
+//! [`Correlator::restore`] continues from it exactly like the original (`snapshot`).
 //!
-//! Modules: `fields` (one-pass AMI field extraction), `channel` / `call` (state),
-//! `ami_events` (AMI events → state), `phone_match` (callbacks), `record_build`
-//! (state → [`CallRecord`]).
+//! Modules: `fields` (one-pass AMI field extraction), `channel` / `call` (state), `text`
+//! (inline short strings), `ami_events` (AMI events → state), `phone_match` (callbacks),
+//! `record_build` (state → [`CallRecord`]), `snapshot` (save and restore the state).
 
 mod ami_events;
 mod call;
@@ -41,8 +42,10 @@ mod channel;
 mod fields;
 mod phone_match;
 mod record_build;
+mod snapshot;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use crate::journal::{Input, JournalEntry};
 use crate::phone::action_url::{normalize_mac, PhoneCallback};
@@ -51,11 +54,23 @@ use call::Conversation;
 use channel::LegRef;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use text::Text;
 
 pub use phone_match::{OrphanCallback, OrphanReason};
+pub use snapshot::{CorrelatorSnapshot, SnapshotError, SNAPSHOT_VERSION};
+
+/// The hash maps of the correlator's indexes: foldhash, several times faster than the
+/// standard SipHash on the short keys here (`Uniqueid`s, SIP Call-IDs). Why that is safe
+/// enough: the maps are lookup-only indexes (never iterated into outputs, so the per-process
+/// random seed cannot change any result), and their keys come from our own PBX (`Uniqueid`,
+/// `Linkedid`, endpoint names) or are bounded by live calls (SIP Call-IDs, which an outside
+/// SIP peer picks, and phone callbacks from allowed networks only). foldhash is seeded per
+/// process, so colliding keys cannot be precomputed offline; it is not a cryptographic
+/// defence, and does not need to be one for inputs this trusted and this bounded.
+pub(crate) type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// How long a completed call's channels are remembered, so that stray late events for them
 /// (e.g. a `Hangup` reordered after completion) are ignored instead of starting a phantom call.
@@ -181,27 +196,27 @@ fn to_delta(d: Duration) -> TimeDelta {
 }
 
 /// A `CoreShowChannels` list: the channels live when it was taken.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Resync {
     /// Time of its first item (or of the `Complete` when empty).
     started: DateTime<Utc>,
     /// When `CoreShowChannelsComplete` arrived.
     done: DateTime<Utc>,
-    uniqueids: BTreeSet<Box<str>>,
+    uniqueids: BTreeSet<Text>,
 }
 
 /// Per-PBX indexes.
 #[derive(Clone, Debug, Default)]
 struct PbxState {
     /// `Uniqueid` → leg. Lookup only, never iterated.
-    channels: HashMap<Box<str>, LegRef>,
+    channels: HashMap<Text, LegRef>,
     /// `Linkedid` → conversation. Lookup only, never iterated.
-    linkedids: HashMap<Box<str>, u64>,
+    linkedids: HashMap<Text, u64>,
     /// Channels of completed conversations, ignored until they expire.
-    tombstones: HashMap<Box<str>, DateTime<Utc>>,
-    tombstone_queue: VecDeque<(DateTime<Utc>, Box<str>)>,
+    tombstones: HashMap<Text, DateTime<Utc>>,
+    tombstone_queue: VecDeque<(DateTime<Utc>, Text)>,
     /// A `CoreShowChannels` list being received.
-    resync_building: Option<(DateTime<Utc>, BTreeSet<Box<str>>)>,
+    resync_building: Option<(DateTime<Utc>, BTreeSet<Text>)>,
     /// The last complete list, until a gap uses it.
     resync_done: Option<Resync>,
     /// A gap that arrived before its resync list: applied when the list completes.
@@ -213,14 +228,16 @@ struct PbxState {
 pub struct Correlator {
     settings: Arc<Settings>,
     pbxs: BTreeMap<Arc<str>, PbxState>,
-    convs: BTreeMap<u64, Conversation>,
+    /// Conversations by key (keys count up from 0: creation order). Looked up several times
+    /// per event, so a hash map; the few places that iterate it sort the keys first.
+    convs: HashMap<u64, Conversation>,
     next_key: u64,
     /// `(completion time, conversation)` for conversations whose channels all hung up.
     deadlines: BTreeSet<(DateTime<Utc>, u64)>,
     /// SIP Call-ID → conversation (live and in-grace legs). Lookup only.
-    sip_index: HashMap<Box<str>, u64>,
+    sip_index: HashMap<Text, u64>,
     /// Endpoint → conversations with a leg of it. Lookup only; the values are sorted.
-    endpoint_index: HashMap<Box<str>, Vec<u64>>,
+    endpoint_index: HashMap<Text, Vec<u64>>,
     pending: phone_match::Pending,
     orphans: Vec<OrphanCallback>,
     /// SIP Call-IDs of recently completed calls → record id (to tell late callbacks apart).
@@ -236,11 +253,11 @@ impl Correlator {
         Correlator {
             settings: Arc::new(Settings::new(&cfg)),
             pbxs: BTreeMap::new(),
-            convs: BTreeMap::new(),
+            convs: HashMap::default(),
             next_key: 0,
             deadlines: BTreeSet::new(),
-            sip_index: HashMap::new(),
-            endpoint_index: HashMap::new(),
+            sip_index: HashMap::default(),
+            endpoint_index: HashMap::default(),
             pending: phone_match::Pending::default(),
             orphans: Vec::new(),
             recent: phone_match::Recent::default(),
@@ -282,12 +299,13 @@ impl Correlator {
     pub fn finish(&mut self) -> Vec<Output> {
         self.expire_pending(None);
         self.flush_touched();
-        let over: Vec<u64> = self
+        let mut over: Vec<u64> = self
             .convs
             .iter()
             .filter(|(_, c)| c.live == 0)
             .map(|(k, _)| *k)
             .collect();
+        over.sort_unstable();
         for key in over {
             self.complete(key);
         }
@@ -316,6 +334,17 @@ impl Correlator {
 
     // ----- machinery shared by the submodules -----
 
+    /// Queues an output. The returned `Vec` grows one element at a time: an `Output` is ~0.5
+    /// KB, and a `Vec`'s first push would reserve four (a 2 KB block, which makes glibc's
+    /// allocator consolidate its free lists on every input that has an output), while most
+    /// inputs have none or one.
+    fn emit(&mut self, output: Output) {
+        if self.outbox.len() == self.outbox.capacity() {
+            self.outbox.reserve_exact(1);
+        }
+        self.outbox.push(output);
+    }
+
     fn touch(&mut self, key: u64) {
         if !self.touched.contains(&key) {
             self.touched.push(key);
@@ -337,13 +366,13 @@ impl Correlator {
                         x.unqualified_callbacks = Vec::new();
                     }
                     let rec = record_build::build(conv, &self.settings, false);
-                    self.outbox.push(Output::CallStarted(rec));
+                    self.emit(Output::CallStarted(rec));
                 }
             } else if conv.dirty {
                 conv.dirty = false;
                 if self.settings.emit_updates {
                     let rec = record_build::build(conv, &self.settings, false);
-                    self.outbox.push(Output::CallUpdated(rec));
+                    self.emit(Output::CallUpdated(rec));
                 }
             }
         }
@@ -402,55 +431,68 @@ impl Correlator {
         // Last chance for callbacks that were waiting for exactly this call.
         self.retry_pending_for(key, true);
         self.touched.retain(|k| *k != key);
-        let Some(conv) = self.convs.remove(&key) else {
+        let Some(mut conv) = self.convs.remove(&key) else {
             return;
         };
         if let Some(d) = conv.deadline {
             self.deadlines.remove(&(d, key));
         }
         let now = conv.deadline.unwrap_or(conv.last_event);
+        // The record first: below, the conversation is taken apart (its strings move into
+        // the tombstones and the recent SIP Call-IDs instead of being copied).
+        let record = if conv.qualifies() {
+            if !conv.started {
+                // Consumers always see a call start before it completes.
+                let rec = record_build::build(&conv, &self.settings, false);
+                self.emit(Output::CallStarted(rec));
+            }
+            Some(record_build::build(&conv, &self.settings, true))
+        } else {
+            None
+        };
+        for leg in &conv.legs {
+            if let Some(ep) = leg.endpoint() {
+                self.unindex_endpoint(ep, key);
+            }
+        }
+        let record_id: Option<Arc<str>> = record.as_ref().map(|r| Arc::from(r.id.as_str()));
+        let recent_expiry = now + self.settings.window;
+        for leg in &mut conv.legs {
+            let Some(sip) = leg.sip_call_id.take() else {
+                continue;
+            };
+            let indexed = match self.sip_index.get(&*sip) {
+                Some(k) if *k == key => self.sip_index.remove_entry(&*sip).map(|(k, _)| k),
+                _ => None,
+            };
+            if let Some(id) = &record_id {
+                let key_copy = indexed.unwrap_or_else(|| sip.clone());
+                self.recent.insert(key_copy, sip, id.clone(), recent_expiry);
+            }
+        }
         if let Some(p) = self.pbxs.get_mut(&conv.pbx) {
             let expiry = now + TOMBSTONE_TTL;
-            for leg in &conv.legs {
+            for leg in &mut conv.legs {
                 if p.channels.get(&leg.uniqueid).map(|r| r.conv) == Some(key) {
-                    p.channels.remove(&leg.uniqueid);
-                    p.tombstones.insert(leg.uniqueid.clone(), expiry);
-                    p.tombstone_queue.push_back((expiry, leg.uniqueid.clone()));
+                    if let Some((uid, _)) = p.channels.remove_entry(&*leg.uniqueid) {
+                        p.tombstones.insert(uid, expiry);
+                        p.tombstone_queue
+                            .push_back((expiry, std::mem::take(&mut leg.uniqueid)));
+                    }
                 }
             }
-            for lid in &conv.linkedids {
+            for lid in conv.linkedids() {
                 if p.linkedids.get(lid) == Some(&key) {
                     p.linkedids.remove(lid);
                 }
             }
         }
-        for leg in &conv.legs {
-            if let Some(sip) = &leg.sip_call_id {
-                if self.sip_index.get(sip) == Some(&key) {
-                    self.sip_index.remove(sip);
-                }
+        match record {
+            Some(rec) => self.emit(Output::CallCompleted(rec)),
+            None => {
+                let raws = conv.extra.map(|x| x.unqualified_callbacks);
+                self.orphan_unqualified(raws.unwrap_or_default());
             }
-            if let Some(ep) = leg.endpoint() {
-                self.unindex_endpoint(ep, key);
-            }
-        }
-        if conv.qualifies() {
-            if !conv.started {
-                // Consumers always see a call start before it completes.
-                let rec = record_build::build(&conv, &self.settings, false);
-                self.outbox.push(Output::CallStarted(rec));
-            }
-            let rec = record_build::build(&conv, &self.settings, true);
-            let expiry = now + self.settings.window;
-            for leg in &conv.legs {
-                if let Some(sip) = &leg.sip_call_id {
-                    self.recent.insert(sip, &rec.id, expiry);
-                }
-            }
-            self.outbox.push(Output::CallCompleted(rec));
-        } else {
-            let raws = conv.extra.map(|x| x.unqualified_callbacks);
-            self.orphan_unqualified(raws.unwrap_or_default());
         }
     }
 
@@ -508,13 +550,13 @@ impl Correlator {
                 self.sip_index.insert(sip.clone(), keep);
             }
         }
-        for lid in &g.linkedids {
+        for lid in g.linkedids() {
             pbx.linkedids.insert(lid.clone(), keep);
-            if !k.linkedids.contains(lid) {
-                k.linkedids.push(lid.clone());
+            if !k.has_linkedid(lid) {
+                k.more_linkedids.push(lid.clone());
             }
         }
-        let endpoints: Vec<Box<str>> = g
+        let endpoints: Vec<Text> = g
             .legs
             .iter()
             .filter_map(|l| l.endpoint().map(Into::into))
@@ -570,7 +612,7 @@ impl Correlator {
         };
         self.set_deadline(keep, deadline);
         if g.started {
-            self.outbox.push(Output::CallMerged {
+            self.emit(Output::CallMerged {
                 id: gone_id,
                 into: keep_id,
             });

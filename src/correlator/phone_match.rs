@@ -24,14 +24,17 @@
 
 use super::call::{Detail, RawCallback, Step, StepKind};
 use super::channel::LegRef;
+use super::text::Text;
+use super::HashMap;
 use super::{Correlator, Output};
 use crate::phone::action_url::{number_of, parse_callback, PhoneCallback};
 use crate::record::PhoneMatch;
 use chrono::{DateTime, TimeDelta, Utc};
 use percent_encoding::percent_decode_str;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// At most this many callbacks wait for their call at once (about 1,000 callbacks/s for the
 /// whole match window); beyond that the oldest gets its last try early.
@@ -52,7 +55,7 @@ pub struct OrphanCallback {
 }
 
 /// Why a callback is an orphan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OrphanReason {
     /// Nothing matched within the window.
@@ -90,12 +93,12 @@ struct Match {
 pub(super) struct PendingCallback {
     at: DateTime<Utc>,
     deadline: DateTime<Utc>,
-    peer: Box<str>,
-    target: Box<str>,
+    peer: Text,
+    target: Text,
     ext: Option<String>,
     cb: PhoneCallback,
     /// The index keys it was filed under (call id; endpoints).
-    call_id: Option<Box<str>>,
+    call_id: Option<Text>,
     endpoints: Vec<String>,
 }
 
@@ -105,8 +108,8 @@ pub(super) struct Pending {
     items: BTreeMap<u64, PendingCallback>,
     next: u64,
     /// Lookup only, never iterated.
-    by_call_id: HashMap<Box<str>, BTreeSet<u64>>,
-    by_endpoint: HashMap<Box<str>, BTreeSet<u64>>,
+    by_call_id: HashMap<Text, BTreeSet<u64>>,
+    by_endpoint: HashMap<Text, BTreeSet<u64>>,
 }
 
 impl Pending {
@@ -121,6 +124,11 @@ impl Pending {
     fn push(&mut self, p: PendingCallback) {
         let seq = self.next;
         self.next += 1;
+        self.file(seq, p);
+    }
+
+    /// Stores `p` under `seq` and indexes it.
+    fn file(&mut self, seq: u64, p: PendingCallback) {
         if let Some(c) = &p.call_id {
             self.by_call_id.entry(c.clone()).or_default().insert(seq);
         }
@@ -135,7 +143,7 @@ impl Pending {
 
     fn remove(&mut self, seq: u64) -> Option<PendingCallback> {
         let p = self.items.remove(&seq)?;
-        fn unfile(map: &mut HashMap<Box<str>, BTreeSet<u64>>, key: &str, seq: u64) {
+        fn unfile(map: &mut HashMap<Text, BTreeSet<u64>>, key: &str, seq: u64) {
             // A set, not a list: one phone flooding callbacks must not make each removal
             // scan all of its pending callbacks (that was quadratic under load).
             if let Some(list) = map.get_mut(key) {
@@ -158,20 +166,28 @@ impl Pending {
 /// SIP Call-IDs of recently completed calls, to recognise late callbacks.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Recent {
-    /// Lookup only, never iterated.
-    ids: HashMap<Box<str>, (String, DateTime<Utc>)>,
-    queue: VecDeque<(DateTime<Utc>, Box<str>)>,
+    /// Lookup only, never iterated. The record id is shared by the call's legs.
+    ids: HashMap<Text, (Arc<str>, DateTime<Utc>)>,
+    queue: VecDeque<(DateTime<Utc>, Text)>,
 }
 
 impl Recent {
-    pub fn insert(&mut self, sip_call_id: &str, record_id: &str, expiry: DateTime<Utc>) {
-        self.ids
-            .insert(sip_call_id.into(), (record_id.to_string(), expiry));
-        self.queue.push_back((expiry, sip_call_id.into()));
+    /// Remembers `sip_call_id` (given twice, as the map's and the queue's copy: the caller
+    /// moves strings it owns anyway) until `expiry`.
+    pub fn insert(
+        &mut self,
+        sip_call_id: Text,
+        queue_copy: Text,
+        record_id: Arc<str>,
+        expiry: DateTime<Utc>,
+    ) {
+        debug_assert_eq!(sip_call_id, queue_copy);
+        self.ids.insert(sip_call_id, (record_id, expiry));
+        self.queue.push_back((expiry, queue_copy));
     }
 
     fn get(&self, sip_call_id: &str) -> Option<&str> {
-        self.ids.get(sip_call_id).map(|(id, _)| id.as_str())
+        self.ids.get(sip_call_id).map(|(id, _)| &**id)
     }
 
     pub fn expire(&mut self, now: DateTime<Utc>) {
@@ -185,6 +201,162 @@ impl Recent {
                 }
             }
         }
+    }
+}
+
+// ----- snapshots -----
+
+/// A pending callback as a snapshot stores it: what was received. The parsed callback, the
+/// phone's extension and the index keys are worked out again on restore (from the settings
+/// then in force).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct PendingSnap {
+    seq: u64,
+    at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    peer: Text,
+    target: Text,
+}
+
+/// An orphan as a snapshot stores it (the callback is parsed again from `target`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct OrphanSnap {
+    at: DateTime<Utc>,
+    peer: String,
+    target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extension: Option<String>,
+    reason: OrphanReason,
+}
+
+/// One entry of [`Recent`]'s expiry queue; `record` is set on the entry the lookup map holds
+/// (the latest for its SIP Call-ID), so that both are restored exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct RecentSnap {
+    expiry: DateTime<Utc>,
+    sip_call_id: Text,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    record: Option<String>,
+}
+
+/// Pending callbacks, orphans and recent SIP Call-IDs of a snapshot.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct PhoneSnap {
+    pending_next: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<PendingSnap>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    orphans: Vec<OrphanSnap>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    recent: Vec<RecentSnap>,
+}
+
+/// A target in a snapshot that is not a phone callback (it was one when it was stored).
+#[derive(Debug)]
+pub(super) struct NotACallback(pub String);
+
+impl Correlator {
+    pub(super) fn phone_snapshot(&self) -> PhoneSnap {
+        let pending = self
+            .pending
+            .items
+            .iter()
+            .map(|(&seq, p)| PendingSnap {
+                seq,
+                at: p.at,
+                deadline: p.deadline,
+                peer: p.peer.clone(),
+                target: p.target.clone(),
+            })
+            .collect();
+        let orphans = self
+            .orphans
+            .iter()
+            .map(|o| OrphanSnap {
+                at: o.at,
+                peer: o.peer.clone(),
+                target: o.target.clone(),
+                extension: o.extension.clone(),
+                reason: o.reason.clone(),
+            })
+            .collect();
+        // The lookup map holds, per SIP Call-ID, the entry of the latest insert: the last
+        // queue entry with that id and the map's expiry.
+        let mut holder: HashMap<&str, usize> = HashMap::default();
+        for (i, (expiry, sip)) in self.recent.queue.iter().enumerate() {
+            if self
+                .recent
+                .ids
+                .get(&**sip)
+                .is_some_and(|(_, e)| e == expiry)
+            {
+                holder.insert(sip, i);
+            }
+        }
+        let recent = self
+            .recent
+            .queue
+            .iter()
+            .enumerate()
+            .map(|(i, (expiry, sip))| RecentSnap {
+                expiry: *expiry,
+                sip_call_id: sip.clone(),
+                record: (holder.get(&**sip) == Some(&i))
+                    .then(|| self.recent.ids.get(&**sip).map(|(id, _)| id.to_string()))
+                    .flatten(),
+            })
+            .collect();
+        PhoneSnap {
+            pending_next: self.pending.next,
+            pending,
+            orphans,
+            recent,
+        }
+    }
+
+    pub(super) fn restore_phone(&mut self, snap: PhoneSnap) -> Result<(), NotACallback> {
+        let parse = |target: &str| -> Result<PhoneCallback, NotACallback> {
+            let (event, query) =
+                split_target(target).ok_or_else(|| NotACallback(target.to_string()))?;
+            Ok(parse_callback(&event, query.as_bytes()))
+        };
+        for p in snap.pending {
+            let cb = parse(&p.target)?;
+            let ext = self.callback_extension(&cb);
+            let endpoints = self.callback_endpoints(&cb, ext.as_deref());
+            let pending = PendingCallback {
+                at: p.at,
+                deadline: p.deadline,
+                peer: p.peer,
+                target: p.target,
+                call_id: cb.call_id.as_deref().map(Into::into),
+                ext,
+                cb,
+                endpoints,
+            };
+            self.pending.file(p.seq, pending);
+        }
+        self.pending.next = snap.pending_next;
+        for o in snap.orphans {
+            let callback = parse(&o.target)?;
+            self.orphans.push(OrphanCallback {
+                at: o.at,
+                peer: o.peer,
+                target: o.target,
+                extension: o.extension,
+                callback,
+                reason: o.reason,
+            });
+        }
+        for r in snap.recent {
+            if let Some(id) = r.record {
+                self.recent
+                    .ids
+                    .insert(r.sip_call_id.clone(), (Arc::from(id), r.expiry));
+            }
+            self.recent.queue.push_back((r.expiry, r.sip_call_id));
+        }
+        Ok(())
     }
 }
 
@@ -246,7 +418,7 @@ impl Correlator {
         let cb = parse_callback(&event, query.as_bytes());
         let ext = self.callback_extension(&cb);
         if !cb.event.is_call_event() {
-            self.outbox.push(Output::PhoneEvent {
+            self.emit(Output::PhoneEvent {
                 at: t,
                 peer: peer.to_string(),
                 extension: ext,
@@ -494,7 +666,7 @@ impl Correlator {
         if m.method == Method::AccountPartyTime && cb.call_id.is_some() {
             view.call_handle.clone_from(&cb.call_id);
         }
-        let uniqueid = leg.uniqueid.to_string();
+        let uniqueid = String::from(&*leg.uniqueid);
         let started = conv.started;
         let x = conv.extra_mut();
         let idx = x.correlation.len() as u32;

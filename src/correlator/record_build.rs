@@ -12,9 +12,11 @@
 
 use super::call::{Conversation, Detail, StepKind, DIAL_STATUSES, NO_LEG, NO_REASON};
 use super::channel::Leg;
+use super::text::Text;
 use super::Settings;
 use crate::record::{self, CallRecord, Direction, Disposition, Party, Source, TimelineEntry};
 use chrono::{DateTime, TimeDelta, Utc};
+use smallvec::SmallVec;
 
 /// How one dialled leg ended, for the disposition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,13 +65,11 @@ pub(super) fn looks_like_trunk(context: Option<&str>, endpoint: &str) -> bool {
     const WORDS: [&str; 7] = [
         "trunk", "pstn", "provider", "carrier", "gateway", "external", "inbound",
     ];
-    let has_word = |s: &str| {
-        let s = s.to_ascii_lowercase();
-        WORDS.iter().any(|w| s.contains(w))
-    };
+    // Case-insensitive without allocating a lowercase copy (this runs for every leg of
+    // every record built).
+    let has_word = |s: &str| WORDS.iter().any(|w| contains_ignore_case(s, w));
     if let Some(c) = context {
-        let lc = c.to_ascii_lowercase();
-        if lc.starts_with("from-") && !lc.starts_with("from-internal") {
+        if starts_with_ignore_case(c, "from-") && !starts_with_ignore_case(c, "from-internal") {
             return true;
         }
         if has_word(c) {
@@ -77,6 +77,22 @@ pub(super) fn looks_like_trunk(context: Option<&str>, endpoint: &str) -> bool {
         }
     }
     has_word(endpoint) || endpoint.contains('.')
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// `needle` must be lowercase ASCII.
+fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    hay.len() >= n.len()
+        && hay
+            .as_bytes()
+            .windows(n.len())
+            .any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// A leg whose endpoint is a trunk (see `docs/CORRELATION.md`, "Trunks").
@@ -111,7 +127,7 @@ fn secs(d: TimeDelta) -> f64 {
     ((us as f64) / 1000.0).round() / 1000.0
 }
 
-fn text(v: &Option<Box<str>>) -> Option<String> {
+fn text(v: &Option<Text>) -> Option<String> {
     v.as_deref().map(str::to_string)
 }
 
@@ -146,12 +162,16 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
     let originated = conv.extra().originate.is_some()
         || origin.is_some_and(|o| legs[o].originated)
         || from_idx.is_some_and(|f| legs[f].originated);
-    let dialled: Vec<usize> = legs
+    // Small per-leg lists live on the stack (a record is built for every change of a live
+    // call when updates are on; these used to be three heap allocations per record).
+    let dialled: SmallVec<[usize; 8]> = legs
         .iter()
         .enumerate()
         .filter(|(i, l)| !l.local && l.dialled && Some(*i) != from_idx)
         .map(|(i, _)| i)
         .collect();
+    // Whether each leg is a trunk, worked out once (the name rules scan strings).
+    let trunk: SmallVec<[bool; 16]> = legs.iter().map(|l| is_trunk(s, l)).collect();
 
     // Who answered: the first dialled leg to answer. Without any dialled leg, a call (not an
     // Originate) whose own channel was answered was answered by the PBX (IVR, voicemail).
@@ -170,7 +190,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
     let from_leg = from_idx.map(|f| &legs[f]);
     let from = match from_leg {
         Some(l) => {
-            let ext = if is_trunk(s, l) {
+            let ext = if from_idx.is_some_and(|f| trunk[f]) {
                 None
             } else {
                 l.endpoint().map(str::to_string)
@@ -207,8 +227,8 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
 
     let direction = match from_leg {
         None => Direction::Unknown,
-        Some(l) if is_trunk(s, l) => Direction::Inbound,
-        Some(_) if dialled.iter().any(|&i| is_trunk(s, &legs[i])) => Direction::Outbound,
+        Some(_) if from_idx.is_some_and(|f| trunk[f]) => Direction::Inbound,
+        Some(_) if dialled.iter().any(|&i| trunk[i]) => Direction::Outbound,
         Some(_) if !dialled.is_empty() => Direction::Internal,
         Some(_) => match to_number.as_deref() {
             Some(n) if is_extension_number(s, n) => Direction::Internal,
@@ -217,13 +237,12 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
     };
 
     // The one phone that was dialled (possibly several times), if there is exactly one.
-    let phone_endpoints: Vec<&str> = dialled
+    let mut phone_endpoints = dialled
         .iter()
-        .filter(|&&i| !is_trunk(s, &legs[i]))
-        .filter_map(|&i| legs[i].endpoint())
-        .collect();
-    let only_phone = match phone_endpoints.first() {
-        Some(first) if phone_endpoints.iter().all(|e| e == first) => Some(first.to_string()),
+        .filter(|&&i| !trunk[i])
+        .filter_map(|&i| legs[i].endpoint());
+    let only_phone = match phone_endpoints.next() {
+        Some(first) if phone_endpoints.all(|e| e == first) => Some(first.to_string()),
         _ => None,
     };
     let to = Party {
@@ -235,7 +254,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
                 _ => None,
             }),
         extension: answered_leg
-            .filter(|&i| !is_trunk(s, &legs[i]))
+            .filter(|&i| !trunk[i])
             .and_then(|i| legs[i].endpoint().map(str::to_string))
             .or(only_phone)
             .or_else(|| {
@@ -296,8 +315,8 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
         .enumerate()
         .filter(|(_, l)| !l.local)
         .map(|(i, l)| record::Leg {
-            channel: l.channel.to_string(),
-            uniqueid: l.uniqueid.to_string(),
+            channel: String::from(&*l.channel),
+            uniqueid: String::from(&*l.uniqueid),
             endpoint: l.endpoint().map(str::to_string),
             sip_call_id: text(&l.sip_call_id),
             phone: l.phone.as_deref().cloned(),
@@ -307,14 +326,14 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
             hangup_cause: l.hangup_cause,
             hangup_cause_text: text(&l.hangup_text),
             dial_status: text(&l.dial_status),
-            missed: dialled.contains(&i) && leg_missed(s, l, answered_at),
+            missed: dialled.contains(&i) && !trunk[i] && leg_missed(l, answered_at),
         })
         .collect();
 
     CallRecord {
         id: conv.id(),
-        pbx: conv.pbx.to_string(),
-        linkedid: conv.linkedid.to_string(),
+        pbx: String::from(&*conv.pbx),
+        linkedid: String::from(&*conv.linkedid),
         direction,
         from,
         to,
@@ -340,21 +359,34 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
 /// A dialled phone leg that rang out for that phone: it ended unanswered, nobody had answered
 /// the call elsewhere by then (cause 26 "Answered elsewhere", or the call answered before the
 /// leg ended), and it was not busy or failed.
-fn leg_missed(s: &Settings, l: &Leg, call_answered: Option<DateTime<Utc>>) -> bool {
+fn leg_missed(l: &Leg, call_answered: Option<DateTime<Utc>>) -> bool {
     let Some(ended) = l.ended_at else {
         return false;
     };
     l.answered_at.is_none()
-        && !is_trunk(s, l)
         && l.hangup_cause != Some(26)
         && !matches!(call_answered, Some(a) if a <= ended)
         && leg_outcome(l) == Outcome::NoAnswer
 }
 
+// Note: `Text`/`Arc<str>` fields are copied with `String::from(&*x)`, not `x.to_string()`:
+// the latter goes through `Display` and the formatting machinery (no specialisation for boxed
+// strings), several times slower on this hot path.
+
+/// The parts joined into one `String` of exactly their length (what `format!` would give,
+/// without its formatting machinery and incremental growth: records are built often).
+fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 /// The compact timeline as record entries.
 fn timeline(conv: &Conversation) -> Vec<TimelineEntry> {
     let channel =
-        |i: u32| -> Option<String> { conv.legs.get(i as usize).map(|l| l.channel.to_string()) };
+        |i: u32| -> Option<String> { conv.legs.get(i as usize).map(|l| String::from(&*l.channel)) };
     conv.timeline
         .iter()
         .map(|step| {
@@ -376,7 +408,10 @@ fn timeline(conv: &Conversation) -> Vec<TimelineEntry> {
                 Detail::None | Detail::Phone(_) => None,
                 Detail::State(st) => Some(state_name(*st).to_string()),
                 Detail::DialFrom(NO_LEG) => Some("originate".to_string()),
-                Detail::DialFrom(i) => channel(*i).map(|c| format!("from {c}")),
+                Detail::DialFrom(i) => conv
+                    .legs
+                    .get(*i as usize)
+                    .map(|l| concat(&["from ", &l.channel])),
                 Detail::DialStatus(code) => match DIAL_STATUSES.get(*code as usize) {
                     Some(st) => Some(st.to_string()),
                     None => conv
@@ -390,7 +425,13 @@ fn timeline(conv: &Conversation) -> Vec<TimelineEntry> {
                         .get(step.leg as usize)
                         .and_then(|l| l.hangup_text.as_deref());
                     match (c, txt) {
-                        (Some(c), Some(t)) => Some(format!("{c} {t}")),
+                        (Some(c), Some(t)) => {
+                            let mut s = c.to_string();
+                            s.reserve(1 + t.len());
+                            s.push(' ');
+                            s.push_str(t);
+                            Some(s)
+                        }
                         (Some(c), None) => Some(c.to_string()),
                         (None, _) => None,
                     }

@@ -1,6 +1,7 @@
 //! Unit tests of the correlator as a whole: order independence of phone callbacks,
-//! duplicates, orphans, gaps and resync, transfers, Local channels, determinism, and that the
-//! state is self-contained (a clone taken at any point continues exactly like the original).
+//! duplicates, orphans, gaps and resync, transfers, Local channels, determinism, and restarts:
+//! a snapshot taken after any input, written as JSON, read back and restored, continues exactly
+//! like the original.
 //! The recorded fixtures are checked in `tests/correlator_fixtures.rs`.
 
 use super::*;
@@ -868,41 +869,174 @@ fn same_input_same_output() {
     assert!(a.iter().any(|o| matches!(o, Output::PhoneEvent { .. })));
 }
 
-#[test]
-fn a_clone_taken_anywhere_continues_like_the_original() {
-    let input = rich_input();
-    let end = input.last().unwrap().t + TimeDelta::seconds(60);
-    let cfg = CorrelatorConfig::default();
-    let jsons = |out: Vec<Output>| -> Vec<String> {
-        out.iter()
-            .map(|o| serde_json::to_string(o).unwrap())
-            .collect()
-    };
+/// What a restart does with `c`'s state: snapshot → JSON → read back → restore with `cfg`.
+/// The restored correlator writes the very same snapshot again.
+fn restarted(c: &Correlator, cfg: &CorrelatorConfig) -> Correlator {
+    let json = c.snapshot().to_json();
+    let back = CorrelatorSnapshot::from_json(&json).expect("snapshot reads back");
+    let r = Correlator::restore(cfg.clone(), back).expect("snapshot restores");
+    assert_eq!(r.snapshot().to_json(), json, "restore is exact");
+    r
+}
+
+fn jsons(out: Vec<Output>) -> Vec<String> {
+    out.iter()
+        .map(|o| serde_json::to_string(o).unwrap())
+        .collect()
+}
+
+/// Feeds `input` once without interruption, and again with a restart (through a snapshot)
+/// before each input index in `cuts`: every run's outputs (those before the cut, then the
+/// restored correlator's), orphans and final state equal the uninterrupted run's.
+fn check_restarts(cfg: &CorrelatorConfig, input: &[JournalEntry], cuts: &[usize]) {
+    let end = input.last().map_or(t0(), |e| e.t) + TimeDelta::seconds(120);
     let mut whole = Correlator::new(cfg.clone());
-    let mut expected = jsons(feed(&mut whole, &input));
+    let mut expected = jsons(feed(&mut whole, input));
     expected.extend(jsons(whole.tick(end)));
+    let state_before_finish = whole.snapshot().to_json();
     expected.extend(jsons(whole.finish()));
 
-    let mut a = Correlator::new(cfg);
+    let mut a = Correlator::new(cfg.clone());
     let mut done = 0; // outputs `a` has produced so far
-    for i in 0..=input.len() {
-        // `a` has seen input[..i]; a clone continues with the rest.
-        let mut b = a.clone();
-        let mut rest = jsons(feed(&mut b, &input[i..]));
-        rest.extend(jsons(b.tick(end)));
-        rest.extend(jsons(b.finish()));
-        assert_eq!(rest.as_slice(), &expected[done..], "cut at {i}");
-        assert_eq!(b.orphans(), whole.orphans(), "cut at {i}");
-        if let Some(e) = input.get(i) {
+    let mut fed = 0; // inputs `a` has seen
+    for &cut in cuts {
+        let cut = cut.min(input.len());
+        for e in &input[fed..cut] {
             let out = jsons(a.handle(e));
-            assert_eq!(
-                out.as_slice(),
-                &expected[done..done + out.len()],
-                "input {i}"
-            );
+            assert_eq!(out.as_slice(), &expected[done..done + out.len()], "input");
             done += out.len();
         }
+        fed = cut;
+        // `a` has seen input[..cut]; a restarted copy continues with the rest.
+        let mut b = restarted(&a, cfg);
+        let mut rest = jsons(feed(&mut b, &input[cut..]));
+        rest.extend(jsons(b.tick(end)));
+        assert_eq!(b.snapshot().to_json(), state_before_finish, "cut at {cut}");
+        rest.extend(jsons(b.finish()));
+        assert_eq!(rest.as_slice(), &expected[done..], "cut at {cut}");
+        assert_eq!(b.orphans(), whole.orphans(), "cut at {cut}");
+        assert_eq!(b.live_calls(), whole.live_calls(), "cut at {cut}");
     }
+}
+
+#[test]
+fn a_snapshot_taken_anywhere_continues_like_the_original() {
+    // Recorded calls, phone callbacks (early, duplicated, orphaned), a gap with a resync.
+    let input = rich_input();
+    let cuts: Vec<usize> = (0..=input.len()).collect();
+    check_restarts(&CorrelatorConfig::default(), &input, &cuts);
+}
+
+/// Each recorded fixture as a journal of its own, with Yealink-style (phone handle) and
+/// Grandstream-style (SIP Call-ID) callbacks for its calls, and with phones configured (so
+/// settings really come from the config at restore); restarts at every tenth input.
+#[test]
+fn snapshots_of_every_recorded_fixture_continue_like_the_original() {
+    let cfg = CorrelatorConfig {
+        phones: ["101", "102", "103"]
+            .iter()
+            .map(|e| PhoneIdentity {
+                extension: e.to_string(),
+                account: None,
+                mac: None,
+            })
+            .collect(),
+        ..CorrelatorConfig::default()
+    };
+    for scenario in crate::sim::fixtures::embedded_scenarios() {
+        let mut input: Vec<JournalEntry> = scenario
+            .messages
+            .iter()
+            .map(|m| ami(at(0) + TimeDelta::from_std(m.at).unwrap(), m.msg.clone()))
+            .collect();
+        let sip_ids: Vec<String> = scenario
+            .messages
+            .iter()
+            .filter(|m| m.msg.get("Variable") == Some("SIPCALLID"))
+            .filter_map(|m| m.msg.get("Value").map(str::to_string))
+            .filter(|v| !v.is_empty())
+            .collect();
+        let mid = input.len() / 2;
+        let t_mid = input[mid].t;
+        let mut callbacks = vec![phone(
+            t_mid,
+            "/action-url/call_established?active_user=102&remote=101&call_id=33093",
+        )];
+        if let Some(sip) = sip_ids.last() {
+            callbacks.push(phone(
+                t_mid + TimeDelta::milliseconds(5),
+                &format!("/action-url/incoming_call?call-id={sip}&local=102"),
+            ));
+        }
+        input = with(input, callbacks);
+        let cuts: Vec<usize> = (0..=input.len()).step_by(10).chain([input.len()]).collect();
+        check_restarts(&cfg, &input, &cuts);
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_format_or_garbage_is_refused() {
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    feed(&mut c, &call(A, B, None));
+    let json = c.snapshot().to_json();
+    assert_eq!(
+        CorrelatorSnapshot::from_json(&json).unwrap().live_calls(),
+        1
+    );
+    let future = json.replacen(
+        &format!("\"version\":{SNAPSHOT_VERSION}"),
+        "\"version\":999",
+        1,
+    );
+    assert!(matches!(
+        CorrelatorSnapshot::from_json(&future),
+        Err(SnapshotError::UnknownVersion { found: 999, .. })
+    ));
+    let mut snap = c.snapshot();
+    snap.version = SNAPSHOT_VERSION + 1;
+    assert!(matches!(
+        Correlator::restore(CorrelatorConfig::default(), snap),
+        Err(SnapshotError::UnknownVersion { .. })
+    ));
+    assert!(matches!(
+        CorrelatorSnapshot::from_json("{\"version\":1,\"state\":[]}"),
+        Err(SnapshotError::Decode(_))
+    ));
+    assert!(matches!(
+        CorrelatorSnapshot::from_json("not json"),
+        Err(SnapshotError::Decode(_))
+    ));
+    // A conversation key the counter never handed out.
+    let broken = json.replacen("\"next_key\":1", "\"next_key\":0", 1);
+    assert_ne!(broken, json);
+    assert!(matches!(
+        Correlator::restore(
+            CorrelatorConfig::default(),
+            CorrelatorSnapshot::from_json(&broken).unwrap()
+        ),
+        Err(SnapshotError::Inconsistent(_))
+    ));
+}
+
+#[test]
+fn settings_are_not_in_the_snapshot() {
+    // Taken with nothing configured (101 calling 102 is internal), restored with a
+    // configuration that makes 102 a trunk: the completed record follows the new settings.
+    let live = call(A, B, None);
+    let mut c = Correlator::new(CorrelatorConfig::default());
+    feed(&mut c, &live);
+    let cfg = CorrelatorConfig {
+        trunks: vec!["102".into()],
+        ..CorrelatorConfig::default()
+    };
+    let mut r = restarted(&c, &cfg);
+    let out = feed(&mut r, &call(A, B, Some(5_000))[live.len()..]);
+    let out = [out, r.tick(at(60_000))].concat();
+    assert_eq!(only_record(&out).direction, Direction::Outbound);
+    // The same state continued under the old settings says internal.
+    let out = feed(&mut c, &call(A, B, Some(5_000))[live.len()..]);
+    let out = [out, c.tick(at(60_000))].concat();
+    assert_eq!(only_record(&out).direction, Direction::Internal);
 }
 
 // ----- nothing panics -----
@@ -1018,7 +1152,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn no_input_sequence_panics_and_clones_stay_equal(
+    fn no_input_sequence_panics_and_restarts_change_nothing(
         mut entries in prop::collection::vec(arb_entry(), 0..60),
         sorted in any::<bool>(),
         cut in any::<prop::sample::Index>(),
@@ -1035,7 +1169,7 @@ proptest! {
         let i = if entries.is_empty() { 0 } else { cut.index(entries.len() + 1) };
         let mut a = Correlator::new(CorrelatorConfig::default());
         let mut out = feed(&mut a, &entries[..i]);
-        let mut b = a.clone();
+        let mut b = restarted(&a, &CorrelatorConfig::default());
         out.extend(feed(&mut b, &entries[i..]));
         out.extend(b.tick(end));
         out.extend(b.finish());
