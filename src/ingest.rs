@@ -13,8 +13,14 @@
 //!   `consumer overflow: N inputs not processed live`) covering the time it missed, so
 //!   records built live can say they are incomplete instead of being silently wrong.
 //!   This gap is live-only (not journaled), because the journal itself is complete.
+//!
+//! A consumer that checkpoints (the service's) takes its queue from [`Ingest::with_positions`]:
+//! each input then arrives as a [`Journaled`], with the journal position just after it, which
+//! is where a replay continues once that input is part of a saved state. The overflow gap has
+//! no position (it is not in the journal): from it on, the live state lacks inputs the journal
+//! has, so it must not be saved as a checkpoint (see [`Journaled::end`]).
 
-use crate::journal::{Input, Journal, JournalEntry};
+use crate::journal::{Input, Journal, JournalEntry, Position};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,11 +50,44 @@ struct Overflow {
     count: u64,
 }
 
+/// An input as a checkpointing consumer receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Journaled {
+    pub entry: JournalEntry,
+    /// Journal position just after the entry (see [`Journal::append_then`]). `None` for an
+    /// input that is not in the journal: the live-only overflow gap (the live consumer missed
+    /// inputs the journal has), or an input that arrived after the journal was closed.
+    pub end: Option<Position>,
+}
+
+/// Where forwarded inputs go: plain entries, or entries with their journal positions.
+#[derive(Clone)]
+enum Tx {
+    Plain(mpsc::Sender<JournalEntry>),
+    Positioned(mpsc::Sender<Journaled>),
+}
+
+impl Tx {
+    fn try_send(
+        &self,
+        entry: JournalEntry,
+        end: Option<Position>,
+    ) -> Result<(), TrySendError<JournalEntry>> {
+        match self {
+            Tx::Plain(tx) => tx.try_send(entry),
+            Tx::Positioned(tx) => tx.try_send(Journaled { entry, end }).map_err(|e| match e {
+                TrySendError::Full(j) => TrySendError::Full(j.entry),
+                TrySendError::Closed(j) => TrySendError::Closed(j.entry),
+            }),
+        }
+    }
+}
+
 /// Journal-then-forward funnel, cheap to clone (one per source).
 #[derive(Clone)]
 pub struct Ingest {
     journal: Journal,
-    tx: mpsc::Sender<JournalEntry>,
+    tx: Tx,
     overflow: Arc<Mutex<Option<Overflow>>>,
     stats: Arc<IngestStats>,
 }
@@ -57,13 +96,25 @@ impl Ingest {
     /// A funnel into `journal` and a consumer queue holding at most `capacity` inputs.
     pub fn new(journal: Journal, capacity: usize) -> (Ingest, mpsc::Receiver<JournalEntry>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let ingest = Ingest {
+        (Ingest::with_tx(journal, Tx::Plain(tx)), rx)
+    }
+
+    /// Like [`Ingest::new`], the consumer receiving each input with its journal position.
+    pub fn with_positions(
+        journal: Journal,
+        capacity: usize,
+    ) -> (Ingest, mpsc::Receiver<Journaled>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Ingest::with_tx(journal, Tx::Positioned(tx)), rx)
+    }
+
+    fn with_tx(journal: Journal, tx: Tx) -> Ingest {
+        Ingest {
             journal,
             tx,
             overflow: Arc::new(Mutex::new(None)),
             stats: Arc::new(IngestStats::default()),
-        };
-        (ingest, rx)
+        }
     }
 
     /// The journal inputs are appended to.
@@ -78,12 +129,13 @@ impl Ingest {
 
     /// Journals `entry`, then forwards it to the consumer without waiting (see module docs).
     pub fn submit(&self, entry: JournalEntry) {
-        self.journal.append_then(entry, |entry| self.forward(entry));
+        self.journal
+            .append_then(entry, |entry, end| self.forward(entry, end));
         self.stats.journaled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs under the journal lock, so forwarding order is journal order.
-    fn forward(&self, entry: JournalEntry) {
+    fn forward(&self, entry: JournalEntry, end: Option<Position>) {
         let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(missed) = overflow.as_ref() {
             let gap = JournalEntry {
@@ -98,7 +150,7 @@ impl Ingest {
                     ),
                 },
             };
-            match self.tx.try_send(gap) {
+            match self.tx.try_send(gap, None) {
                 Ok(()) => {
                     *overflow = None;
                     self.stats.overflow_gaps.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +159,7 @@ impl Ingest {
                 Err(TrySendError::Closed(_)) => return,
             }
         }
-        match self.tx.try_send(entry) {
+        match self.tx.try_send(entry, end) {
             Ok(()) => {
                 self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
             }
@@ -194,5 +246,36 @@ mod tests {
             .map(|r| seq(&r.unwrap().entry))
             .collect();
         assert_eq!(read, ["0", "1", "2", "3", "4", "5"]);
+    }
+
+    #[tokio::test]
+    async fn positioned_inputs_carry_where_they_end_and_the_overflow_gap_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let (ingest, mut rx) = Ingest::with_positions(journal.clone(), 2);
+        for i in 0..3 {
+            ingest.submit(ami(i)); // the third does not fit
+        }
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        ingest.submit(ami(3));
+        let gap = rx.recv().await.unwrap();
+        let after = rx.recv().await.unwrap();
+        assert!(matches!(gap.entry.input, Input::Gap { .. }));
+        assert_eq!(gap.end, None, "the overflow gap is not in the journal");
+        journal.sync().await.unwrap();
+        let mut reader = JournalReader::open(dir.path()).unwrap();
+        let mut ends = Vec::new();
+        while let Some(r) = reader.next() {
+            r.unwrap();
+            ends.push(reader.position());
+        }
+        assert_eq!(ends.len(), 4);
+        assert_eq!(first.end, ends[0]);
+        assert_eq!(second.end, ends[1]);
+        assert_eq!(
+            after.end, ends[3],
+            "the dropped third input still moved the position"
+        );
     }
 }

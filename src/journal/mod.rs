@@ -7,8 +7,9 @@
 //!
 //! - [`entry`]: one input ([`JournalEntry`]) and its JSON-lines encoding;
 //! - [`writer`]: [`Journal`], the group-commit writer (appends never wait for the disk);
-//! - [`reader`]: [`JournalReader`], which reads a segment or a whole directory and survives
-//!   what a crash leaves behind (a torn last line, garbage).
+//! - [`reader`]: [`JournalReader`], which reads a segment or a whole directory (or a
+//!   directory from a [`Position`] on) and survives what a crash leaves behind (a torn last
+//!   line, garbage).
 //!
 //! On disk a journal is a directory of numbered segments `00000001.jsonl`, `00000002.jsonl`, …
 //! Every [`Journal::open`] starts a new segment, so a run never appends to a file a previous
@@ -43,6 +44,13 @@ pub enum JournalError {
     /// The journal was closed (or its writer thread is gone) before the operation completed.
     #[error("journal is closed")]
     Closed,
+    /// Reading from a position whose segment is not (or no longer) in the journal directory.
+    #[error("journal segment {segment} is not in {}", dir.display())]
+    MissingSegment { dir: PathBuf, segment: u64 },
+    /// Reading from a position that is not the start of a line of its segment (beyond its end,
+    /// or not right after a `'\n'`): not a position this journal handed out.
+    #[error("{}: offset {offset} is not the start of a line", path.display())]
+    NotALineStart { path: PathBuf, offset: u64 },
 }
 
 impl JournalError {

@@ -12,11 +12,13 @@
 use super::{list_segments, segment_number, JournalEntry, JournalError};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// Where an entry starts: segment number, then byte offset in that segment. Ordered like the
-/// journal itself, so that a future checkpoint can say "replayed up to here".
+/// A place in the journal: segment number, then byte offset in that segment. Ordered like the
+/// journal itself. [`JournalRecord::position`] is where an entry's line starts;
+/// [`crate::journal::Journal::append_then`] and [`JournalReader::position`] give where it ends,
+/// i.e. where a replay continues after it (what a checkpoint stores).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     /// Segment number (`00000003.jsonl` is 3); 0 for a file not named like a segment.
@@ -39,9 +41,13 @@ pub struct JournalRecord {
 pub struct JournalReader {
     /// Files still to read, with their segment numbers.
     files: VecDeque<(u64, PathBuf)>,
+    /// Where to start in the first file (reading from a position).
+    first_offset: u64,
     current: Option<OpenFile>,
     line: Vec<u8>,
     warnings: Vec<String>,
+    /// Just after the last entry returned.
+    position: Option<Position>,
 }
 
 #[derive(Debug)]
@@ -76,10 +82,60 @@ impl JournalReader {
         };
         Ok(JournalReader {
             files,
+            first_offset: 0,
             current: None,
             line: Vec::with_capacity(4096),
             warnings,
+            position: None,
         })
+    }
+
+    /// A reader over journal directory `dir` from `from` on: segment `from.segment` from byte
+    /// `from.offset`, then every later segment, as a restart after a checkpoint reads it.
+    /// Earlier segments need not exist any more. Fails when that segment is missing
+    /// ([`JournalError::MissingSegment`]) or `from` is not the start of one of its lines
+    /// ([`JournalError::NotALineStart`]: past its end, or not right after a `'\n'`), i.e. not
+    /// a position this journal handed out.
+    pub fn open_from(dir: &Path, from: Position) -> Result<JournalReader, JournalError> {
+        let super::SegmentList { segments, .. } = list_segments(dir)?;
+        let Some(first) = segments.iter().position(|(n, _)| *n == from.segment) else {
+            return Err(JournalError::MissingSegment {
+                dir: dir.to_path_buf(),
+                segment: from.segment,
+            });
+        };
+        let path = &segments[first].1;
+        let len = std::fs::metadata(path)
+            .map_err(|e| JournalError::io(path, e))?
+            .len();
+        let after_newline = from.offset == 0 || {
+            let mut file = File::open(path).map_err(|e| JournalError::io(path, e))?;
+            let mut byte = [0u8; 1];
+            file.seek(SeekFrom::Start(from.offset - 1))
+                .and_then(|_| file.read_exact(&mut byte))
+                .map(|()| byte[0] == b'\n')
+                .unwrap_or(false)
+        };
+        if from.offset > len || !after_newline {
+            return Err(JournalError::NotALineStart {
+                path: path.clone(),
+                offset: from.offset,
+            });
+        }
+        Ok(JournalReader {
+            files: segments.into_iter().skip(first).collect(),
+            first_offset: from.offset,
+            current: None,
+            line: Vec::with_capacity(4096),
+            warnings: Vec::new(),
+            position: Some(from),
+        })
+    }
+
+    /// Just after the last entry returned (where reading on would continue; skipped lines
+    /// after it do not count), or where reading started before any.
+    pub fn position(&self) -> Option<Position> {
+        self.position
     }
 
     /// What was skipped so far (torn last lines, unparsable lines, foreign files), each naming
@@ -98,12 +154,19 @@ impl Iterator for JournalReader {
                 Some(cur) => cur,
                 None => {
                     let (segment, path) = self.files.pop_front()?;
-                    match File::open(&path) {
+                    let offset = std::mem::take(&mut self.first_offset);
+                    let opened = File::open(&path).and_then(|mut file| {
+                        if offset > 0 {
+                            file.seek(SeekFrom::Start(offset))?;
+                        }
+                        Ok(file)
+                    });
+                    match opened {
                         Ok(file) => self.current.insert(OpenFile {
                             segment,
                             path,
                             reader: BufReader::with_capacity(64 * 1024, file),
-                            offset: 0,
+                            offset,
                         }),
                         Err(e) => return Some(Err(JournalError::io(path, e))),
                     }
@@ -144,7 +207,13 @@ impl Iterator for JournalReader {
                 continue;
             }
             match JournalEntry::from_json_line(&self.line) {
-                Ok(entry) => return Some(Ok(JournalRecord { position, entry })),
+                Ok(entry) => {
+                    self.position = Some(Position {
+                        segment: cur.segment,
+                        offset: cur.offset,
+                    });
+                    return Some(Ok(JournalRecord { position, entry }));
+                }
                 Err(e) => {
                     let text = format!(
                         "{}: offset {}: line skipped: {e}",
@@ -327,6 +396,58 @@ mod tests {
         }
         // An empty directory is an empty journal.
         assert_eq!(JournalReader::open(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn reading_from_a_position_continues_after_it_even_without_earlier_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c, d) = (
+            entry(1).to_json_line(),
+            entry(2).to_json_line(),
+            entry(3).to_json_line(),
+            entry(4).to_json_line(),
+        );
+        write_file(&dir.path().join("00000001.jsonl"), &[&a]);
+        write_file(&dir.path().join("00000002.jsonl"), &[&b, &c]);
+        write_file(&dir.path().join("00000003.jsonl"), &[&d]);
+        let p = |segment, offset| Position { segment, offset };
+        let read_from = |from| -> Vec<JournalEntry> {
+            JournalReader::open_from(dir.path(), from)
+                .unwrap()
+                .map(|r| r.unwrap().entry)
+                .collect()
+        };
+        assert_eq!(read_from(p(1, 0)), [entry(1), entry(2), entry(3), entry(4)]);
+        assert_eq!(read_from(p(2, b.len() as u64)), [entry(3), entry(4)]);
+        // The end of a segment: the next one follows.
+        assert_eq!(
+            read_from(p(1, a.len() as u64)),
+            [entry(2), entry(3), entry(4)]
+        );
+        // The position after the last entry read, as a checkpoint would store it.
+        let mut reader = JournalReader::open_from(dir.path(), p(2, 0)).unwrap();
+        assert_eq!(reader.position(), Some(p(2, 0)));
+        reader.next().unwrap().unwrap();
+        assert_eq!(reader.position(), Some(p(2, b.len() as u64)));
+        assert_eq!(reader.by_ref().count(), 2);
+        assert_eq!(reader.position(), Some(p(3, d.len() as u64)));
+
+        // Earlier segments are gone (archived): reading from a later one still works.
+        std::fs::remove_file(dir.path().join("00000001.jsonl")).unwrap();
+        assert_eq!(read_from(p(2, b.len() as u64)), [entry(3), entry(4)]);
+        match JournalReader::open_from(dir.path(), p(1, a.len() as u64)) {
+            Err(JournalError::MissingSegment { segment: 1, .. }) => {}
+            other => panic!("expected MissingSegment, got {other:?}"),
+        }
+        // Not the start of a line: inside one, or past the end.
+        for bad in [p(2, 5), p(2, (b.len() + c.len() + 1) as u64)] {
+            match JournalReader::open_from(dir.path(), bad) {
+                Err(e @ JournalError::NotALineStart { .. }) => {
+                    assert!(e.to_string().contains("00000002.jsonl"), "{e}")
+                }
+                other => panic!("expected NotALineStart for {bad:?}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

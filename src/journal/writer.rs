@@ -18,13 +18,26 @@
 //! unwritten data is kept and retried at the next interval (at most [`MAX_RETAINED_BYTES`];
 //! beyond that the oldest entries are dropped, logged and counted). Appends never fail: losing
 //! the journal must not take the bridge down with it.
+//!
+//! Positions: [`Journal::append_then`] tells its callback where the entry will end on disk
+//! (segment number and byte offset just after its line), so that a consumer can checkpoint
+//! "state up to here" without waiting for the write. That works because the layout is decided
+//! under the lock at append time: which segment a line goes to (rotation by size happens
+//! there, between lines) and at what offset. The writer thread then follows that plan: it
+//! creates exactly the planned segment numbers, and after a write that failed halfway it cuts
+//! the partial line off again (the file is opened for appending, so the retry lands where the
+//! line belongs). If it ever cannot follow the plan (a planned file exists already, the partial
+//! line cannot be cut off, retained data had to be dropped) it carries on as before, logs it,
+//! and [`Journal::positions_reliable`] turns false for the rest of the run: positions handed
+//! out after that must not be used as checkpoints.
 
-use super::{list_segments, segment_file_name, JournalEntry, JournalError};
+use super::{list_segments, segment_file_name, JournalEntry, JournalError, Position};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -119,6 +132,8 @@ struct Shared {
     /// Bytes the writer thread has taken from `State::buf` but not yet made durable.
     retained_bytes: AtomicU64,
     segment: Mutex<PathBuf>,
+    /// The writer could not follow the planned layout: positions handed out may be wrong.
+    layout_broken: AtomicBool,
 }
 
 /// What appenders and the writer thread share under one mutex.
@@ -127,6 +142,13 @@ struct State {
     buf: Vec<u8>,
     /// Number of lines in `buf`.
     buf_entries: u64,
+    /// Rotations planned inside `buf`: from byte offset `.0` on, lines go to segment `.1`.
+    buf_cuts: Vec<(usize, u64)>,
+    /// The planned layout: the segment the next line goes to, and its size so far.
+    plan_segment: u64,
+    plan_size: u64,
+    /// `JournalOptions::segment_max_bytes` (at least 1).
+    max_bytes: u64,
     appended_entries: u64,
     appended_bytes: u64,
     /// `sync()` calls waiting for the next commit.
@@ -173,7 +195,7 @@ impl Journal {
             .segments
             .last()
             .map_or(1, |(n, _)| n + 1);
-        let segment = Segment::create(dir, next, opts.segment_max_bytes)?;
+        let segment = Segment::create(dir, next)?;
         tracing::info!(segment = %segment.path.display(), "journal: opened new segment");
 
         let shared = Arc::new(Shared {
@@ -181,6 +203,10 @@ impl Journal {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(64 * 1024),
                 buf_entries: 0,
+                buf_cuts: Vec::new(),
+                plan_segment: segment.number,
+                plan_size: 0,
+                max_bytes: opts.segment_max_bytes.max(1),
                 appended_entries: 0,
                 appended_bytes: 0,
                 waiters: Vec::new(),
@@ -195,6 +221,7 @@ impl Journal {
             dropped_entries: AtomicU64::new(0),
             retained_bytes: AtomicU64::new(0),
             segment: Mutex::new(segment.path.clone()),
+            layout_broken: AtomicBool::new(false),
         });
         let interval = opts.fsync_interval.max(MIN_FSYNC_INTERVAL);
         let thread_shared = Arc::clone(&shared);
@@ -217,7 +244,7 @@ impl Journal {
 
     /// Queues `entry` for the next commit. Never waits for the disk.
     pub fn append(&self, entry: &JournalEntry) {
-        self.push_then(serialize(entry), || ());
+        self.push_then(serialize(entry), |_| ());
     }
 
     /// Queues `entry` and runs `then` while still holding the journal's lock.
@@ -230,37 +257,70 @@ impl Journal {
     /// (that deadlocks).
     ///
     /// `then` receives the entry itself (it was serialised before the lock was taken), so a
-    /// caller can forward it without a copy.
+    /// caller can forward it without a copy, and the position just after the entry's line (see
+    /// the module docs): where a replay that has handled this entry continues. It is durable
+    /// once a later [`Journal::sync`] returns, and only meaningful while
+    /// [`Journal::positions_reliable`] holds.
     ///
-    /// After [`Journal::close`] the entry is dropped (logged, counted) but `then` still runs.
-    pub fn append_then<R>(&self, entry: JournalEntry, then: impl FnOnce(JournalEntry) -> R) -> R {
+    /// After [`Journal::close`] the entry is dropped (logged, counted) but `then` still runs,
+    /// with `None`.
+    pub fn append_then<R>(
+        &self,
+        entry: JournalEntry,
+        then: impl FnOnce(JournalEntry, Option<Position>) -> R,
+    ) -> R {
         let line = serialize(&entry);
-        self.push_then(line, move || then(entry))
+        self.push_then(line, move |end| then(entry, end))
     }
 
-    /// Appends one serialised line under the lock, runs `then`, and recycles the buffer.
-    fn push_then<R>(&self, line: Vec<u8>, then: impl FnOnce() -> R) -> R {
+    /// Appends one serialised line under the lock (planning where it lands), runs `then` with
+    /// that position, and recycles the buffer.
+    fn push_then<R>(&self, line: Vec<u8>, then: impl FnOnce(Option<Position>) -> R) -> R {
         let shared = &self.handle.shared;
         let result = {
             let mut st = lock(&shared.state);
-            if st.closed {
+            let end = if st.closed {
                 let first = shared.dropped_entries.fetch_add(1, Ordering::Relaxed) == 0;
                 if first {
                     tracing::error!("journal: append after close; entry dropped");
                 }
-            } else if !line.is_empty() {
+                None
+            } else if line.is_empty() {
+                None
+            } else {
+                let len = line.len() as u64;
+                // Rotation between lines: a line that would take the segment past its size
+                // starts the next one (a line larger than a whole segment gets one of its own).
+                if st.plan_size > 0 && st.plan_size + len > st.max_bytes {
+                    st.plan_segment += 1;
+                    st.plan_size = 0;
+                    let (at, segment) = (st.buf.len(), st.plan_segment);
+                    st.buf_cuts.push((at, segment));
+                }
+                st.plan_size += len;
                 st.buf.extend_from_slice(&line);
                 st.buf_entries += 1;
                 st.appended_entries += 1;
-                st.appended_bytes += line.len() as u64;
-            }
-            then()
+                st.appended_bytes += len;
+                Some(Position {
+                    segment: st.plan_segment,
+                    offset: st.plan_size,
+                })
+            };
+            then(end)
         };
 
         if line.capacity() <= KEEP_BUFFER_CAPACITY {
             let _ = SCRATCH.try_with(|s| *s.borrow_mut() = line);
         }
         result
+    }
+
+    /// False once the writer could not lay the journal out as planned (see the module docs):
+    /// positions from [`Journal::append_then`] may then be wrong and must not be stored as
+    /// checkpoints. Stays false for the rest of the run.
+    pub fn positions_reliable(&self) -> bool {
+        !self.handle.shared.layout_broken.load(Ordering::Relaxed)
     }
 
     /// Resolves once everything appended before the call is written and fsynced; asks the
@@ -341,52 +401,55 @@ impl Drop for Handle {
     }
 }
 
-/// The segment file being written, and rotation.
+/// The segment file being written.
 struct Segment {
     dir: PathBuf,
-    max_bytes: u64,
     number: u64,
     path: PathBuf,
-    /// `None` after a failed rotation: the next write creates the next segment first.
+    /// `None` after a failed rotation: the next write creates the planned segment first.
     file: Option<File>,
+    /// Bytes in the file, all of them whole lines (a partial line is cut off again at once).
     size: u64,
     /// Bytes were written since the last successful fsync.
     needs_fsync: bool,
-    /// A failed write left a partial line at the end of this segment: continue in a new one,
-    /// so the partial line stays a harmless torn tail instead of corrupting the next line.
-    needs_new_file: bool,
+}
+
+/// Why [`Segment::open`] gave another number than asked for, or failed.
+enum OpenOutcome {
+    /// The asked-for number.
+    Planned,
+    /// That file existed already (another process, or leftovers): the next free number.
+    Elsewhere,
 }
 
 impl Segment {
     /// Creates segment `number` (or the next free number if another process raced us),
     /// never opening an existing file.
-    fn create(dir: &Path, number: u64, max_bytes: u64) -> Result<Segment, JournalError> {
+    fn create(dir: &Path, number: u64) -> Result<Segment, JournalError> {
         let mut segment = Segment {
             dir: dir.to_path_buf(),
-            max_bytes: max_bytes.max(1),
-            number: number.saturating_sub(1),
+            number: 0,
             path: PathBuf::new(),
             file: None,
             size: 0,
             needs_fsync: false,
-            needs_new_file: false,
         };
-        segment.open_next()?;
+        segment.open(number)?;
         Ok(segment)
     }
 
-    /// Fsyncs and leaves the current file, and creates the next numbered one.
-    fn open_next(&mut self) -> Result<(), JournalError> {
+    /// Fsyncs and leaves the current file, and creates segment `number`, or the next free
+    /// number after it when that file exists. Files are opened for appending: after a write
+    /// that failed halfway and was cut back, the retry lands right after the last whole line.
+    fn open(&mut self, number: u64) -> Result<OpenOutcome, JournalError> {
         self.fsync()?;
-        let mut number = self.number + 1;
+        let mut n = number;
         let (file, path) = loop {
-            let path = self.dir.join(segment_file_name(number));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            let path = self.dir.join(segment_file_name(n));
+            match OpenOptions::new().append(true).create_new(true).open(&path) {
                 Ok(file) => break (file, path),
-                Err(e)
-                    if e.kind() == io::ErrorKind::AlreadyExists && number < self.number + 1000 =>
-                {
-                    number += 1;
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < number + 1000 => {
+                    n += 1;
                 }
                 Err(e) => return Err(JournalError::io(path, e)),
             }
@@ -396,12 +459,15 @@ impl Segment {
             tracing::warn!(dir = %self.dir.display(), error = %e, "journal: could not fsync directory");
         }
         self.file = Some(file);
-        self.number = number;
+        self.number = n;
         self.path = path;
         self.size = 0;
         self.needs_fsync = false;
-        self.needs_new_file = false;
-        Ok(())
+        Ok(if n == number {
+            OpenOutcome::Planned
+        } else {
+            OpenOutcome::Elsewhere
+        })
     }
 
     fn fsync(&mut self) -> Result<(), JournalError> {
@@ -413,64 +479,44 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes whole lines from `data`, rotating between lines. Returns how many bytes of
-    /// `data` are done with (always a line boundary), and the error that stopped it, if any.
-    fn write_lines(&mut self, data: &[u8]) -> (usize, Result<(), JournalError>) {
-        let mut done = 0;
-        while done < data.len() {
-            if self.file.is_none() || self.needs_new_file {
-                if let Err(e) = self.open_next() {
-                    return (done, Err(e));
+    /// Writes `data` (whole lines) to the open file. Returns how many bytes are done with
+    /// (always a line boundary), and the error that stopped it. When a write fails after part
+    /// of a line, that part is cut off the file again (`set_len`), so that the file still ends
+    /// with a whole line and the retry goes exactly where it was planned; `Err(true)` in the
+    /// second place means that cut failed too (the file now ends with a torn line).
+    fn write_whole(&mut self, data: &[u8]) -> (usize, Result<(), (JournalError, bool)>) {
+        let Some(file) = self.file.as_mut() else {
+            let e = io::Error::new(io::ErrorKind::NotFound, "segment not open");
+            return (0, Err((JournalError::io(&self.path, e), false)));
+        };
+        let mut written = 0;
+        let mut error = None;
+        while written < data.len() {
+            match file.write(&data[written..]) {
+                Ok(0) => {
+                    error = Some(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes"));
+                    break;
                 }
-                tracing::info!(segment = %self.path.display(), "journal: started next segment");
-            }
-            let rest = &data[done..];
-            let room =
-                usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
-            let chunk_len = if rest.len() <= room {
-                rest.len()
-            } else if let Some(i) = memchr::memrchr(b'\n', &rest[..room]) {
-                i + 1
-            } else if self.size == 0 {
-                // One line larger than a whole segment: it gets a segment of its own.
-                memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1)
-            } else {
-                self.needs_new_file = true;
-                continue;
-            };
-            let chunk = &rest[..chunk_len];
-            let mut written = 0;
-            let mut error = None;
-            let file = self.file.as_mut().expect("segment file is open here");
-            while written < chunk.len() {
-                match file.write(&chunk[written..]) {
-                    Ok(0) => {
-                        error = Some(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes"));
-                        break;
-                    }
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        error = Some(e);
-                        break;
-                    }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
                 }
             }
-            if written > 0 {
-                self.size += written as u64;
-                self.needs_fsync = true;
-            }
-            if let Some(e) = error {
-                // Done up to the last complete line; a partial line means: new file on retry.
-                let complete = memchr::memrchr(b'\n', &chunk[..written]).map_or(0, |i| i + 1);
-                if complete < written {
-                    self.needs_new_file = true;
-                }
-                return (done + complete, Err(JournalError::io(&self.path, e)));
-            }
-            done += chunk_len;
         }
-        (done, Ok(()))
+        if written > 0 {
+            self.needs_fsync = true;
+        }
+        let Some(e) = error else {
+            self.size += written as u64;
+            return (written, Ok(()));
+        };
+        // Done up to the last complete line; a partial line is cut off again.
+        let complete = memchr::memrchr(b'\n', &data[..written]).map_or(0, |i| i + 1);
+        self.size += complete as u64;
+        let torn = complete < written && file.set_len(self.size).is_err();
+        (complete, Err((JournalError::io(&self.path, e), torn)))
     }
 }
 
@@ -484,6 +530,12 @@ struct Writer {
     pending_entries: u64,
     /// How much of `pending` is written (but perhaps not fsynced); whole lines only.
     written: usize,
+    /// Planned rotations in `pending` (offset, segment), in order; see `State::buf_cuts`.
+    cuts: VecDeque<(usize, u64)>,
+    /// The segment the next unwritten byte of `pending` is planned for.
+    target: u64,
+    /// A planned rotation was reached and no new file is open for it yet.
+    rotate_due: bool,
     spare: Vec<u8>,
     failing_since: Option<Instant>,
     last_error_log: Option<Instant>,
@@ -493,11 +545,14 @@ impl Writer {
     fn new(shared: Arc<Shared>, segment: Segment, interval: Duration) -> Self {
         Writer {
             shared,
+            target: segment.number,
+            rotate_due: false,
             segment,
             interval,
             pending: Vec::new(),
             pending_entries: 0,
             written: 0,
+            cuts: VecDeque::new(),
             spare: Vec::with_capacity(64 * 1024),
             failing_since: None,
             last_error_log: None,
@@ -507,7 +562,7 @@ impl Writer {
     fn run(mut self) -> Result<(), JournalError> {
         let mut deadline = Instant::now() + self.interval;
         loop {
-            let (closing, waiters, entries) = {
+            let (closing, waiters, entries, cuts) = {
                 let mut st = lock(&self.shared.state);
                 while !st.closing && st.waiters.is_empty() {
                     let now = Instant::now();
@@ -523,17 +578,18 @@ impl Writer {
                 }
                 std::mem::swap(&mut st.buf, &mut self.spare);
                 let entries = std::mem::take(&mut st.buf_entries);
+                let cuts = std::mem::take(&mut st.buf_cuts);
                 if !self.spare.is_empty() {
                     st.writer_dirty = true;
                 }
                 if st.closing {
                     st.closed = true;
                 }
-                (st.closing, std::mem::take(&mut st.waiters), entries)
+                (st.closing, std::mem::take(&mut st.waiters), entries, cuts)
             };
             deadline = Instant::now() + self.interval;
 
-            self.take_spare(entries);
+            self.take_spare(entries, cuts);
             let result = self.commit();
 
             lock(&self.shared.state).writer_dirty =
@@ -567,8 +623,12 @@ impl Writer {
     }
 
     /// Moves what was just swapped out of the shared buffer (now in `spare`) to `pending`,
-    /// dropping the oldest lines if too much piles up while the disk fails.
-    fn take_spare(&mut self, entries: u64) {
+    /// with its planned rotations, dropping the oldest lines if too much piles up while the
+    /// disk fails.
+    fn take_spare(&mut self, entries: u64, cuts: Vec<(usize, u64)>) {
+        let base = self.pending.len();
+        self.cuts
+            .extend(cuts.into_iter().map(|(at, segment)| (base + at, segment)));
         if self.pending.is_empty() {
             std::mem::swap(&mut self.pending, &mut self.spare);
         } else {
@@ -580,8 +640,24 @@ impl Writer {
         }
         self.pending_entries += entries;
 
+        let written_before = self.written;
         let (bytes, lines) = drop_oldest(&mut self.pending, &mut self.written, MAX_RETAINED_BYTES);
         if lines > 0 {
+            // Rotations planned inside the dropped part: the rest continues in the last one.
+            while let Some(&(at, segment)) = self.cuts.front() {
+                if at > bytes {
+                    break;
+                }
+                self.target = segment;
+                self.rotate_due = true;
+                self.cuts.pop_front();
+            }
+            for cut in self.cuts.iter_mut() {
+                cut.0 -= bytes;
+            }
+            if bytes > written_before {
+                self.layout_broken("unwritten entries were dropped");
+            }
             self.pending_entries = self.pending_entries.saturating_sub(lines);
             self.shared
                 .dropped_entries
@@ -598,15 +674,68 @@ impl Writer {
             .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 
+    /// The layout no longer follows the plan: positions handed out from now on may be wrong.
+    fn layout_broken(&self, why: &str) {
+        if !self.shared.layout_broken.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "journal: {why}; entry positions are no longer exact, so no checkpoint will be \
+                 taken until the next start"
+            );
+        }
+    }
+
+    /// Writes the unwritten part of `pending` into the planned segments, opening each planned
+    /// segment where its first line starts. On error, the rest is kept for the next try.
+    fn write_pending(&mut self) -> Result<(), JournalError> {
+        while self.written < self.pending.len() {
+            while let Some(&(at, segment)) = self.cuts.front() {
+                if at > self.written {
+                    break;
+                }
+                self.target = segment;
+                self.rotate_due = true;
+                self.cuts.pop_front();
+            }
+            let end = self.cuts.front().map_or(self.pending.len(), |c| c.0);
+            if self.segment.file.is_none() || self.segment.number != self.target || self.rotate_due
+            {
+                let broken = self.shared.layout_broken.load(Ordering::Relaxed);
+                // Off plan, numbers must still only grow, or readers would reorder the files.
+                let want = if broken {
+                    self.target.max(self.segment.number + 1)
+                } else {
+                    self.target
+                };
+                let outcome = self.segment.open(want)?;
+                if let OpenOutcome::Elsewhere = outcome {
+                    self.layout_broken(&format!(
+                        "segment {want} existed already, so this run wrote {} instead",
+                        self.segment.number
+                    ));
+                }
+                self.target = self.segment.number;
+                self.rotate_due = false;
+                tracing::info!(segment = %self.segment.path.display(), "journal: started next segment");
+            }
+            let (done, result) = self.segment.write_whole(&self.pending[self.written..end]);
+            self.written += done;
+            if let Err((e, torn)) = result {
+                if torn {
+                    // The file ends with part of a line: the rest goes to a new file, and the
+                    // torn tail stays harmless (readers skip it with a warning).
+                    self.layout_broken("a partial line could not be cut off after a failed write");
+                    self.segment.file = None;
+                    self.target = self.segment.number + 1;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the unwritten part of `pending` and fsyncs. On success `pending` is emptied.
     fn commit(&mut self) -> Result<(), JournalError> {
-        let result = if self.written < self.pending.len() {
-            let (done, result) = self.segment.write_lines(&self.pending[self.written..]);
-            self.written += done;
-            result
-        } else {
-            Ok(())
-        };
+        let result = self.write_pending();
         let result = result.and_then(|()| self.segment.fsync());
         {
             let mut current = lock(&self.shared.segment);
@@ -696,6 +825,14 @@ fn copy_error(e: &JournalError) -> JournalError {
             reason: reason.clone(),
         },
         JournalError::Closed => JournalError::Closed,
+        JournalError::MissingSegment { dir, segment } => JournalError::MissingSegment {
+            dir: dir.clone(),
+            segment: *segment,
+        },
+        JournalError::NotALineStart { path, offset } => JournalError::NotALineStart {
+            path: path.clone(),
+            offset: *offset,
+        },
     }
 }
 
@@ -903,7 +1040,8 @@ mod tests {
             dir.path(),
             JournalOptions {
                 fsync_interval: Duration::from_millis(1),
-                ..JournalOptions::default()
+                // Rotations while eight threads append: positions must still be exact.
+                segment_max_bytes: 16 * 1024,
             },
         )
         .unwrap();
@@ -918,11 +1056,11 @@ mod tests {
                     start.wait();
                     for i in 0..500 {
                         let e = phone(t * 1000 + i);
-                        let r = journal.append_then(e, |forwarded| {
+                        let r = journal.append_then(e, |forwarded, end| {
                             // A consumer hand-off that takes a moment: gives other threads
                             // every chance to overtake if `then` ran outside the lock.
                             std::thread::yield_now();
-                            seen.lock().unwrap().push(forwarded);
+                            seen.lock().unwrap().push((forwarded, end.unwrap()));
                             i
                         });
                         assert_eq!(r, i);
@@ -933,12 +1071,86 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+        assert!(journal.positions_reliable());
         journal.close().unwrap();
-        let (records, _) = read_all(dir.path());
-        let read: Vec<JournalEntry> = records.into_iter().map(|r| r.entry).collect();
+        // Each entry was handed over with exactly where the reader finds its end.
+        let mut reader = JournalReader::open(dir.path()).unwrap();
+        let mut read = Vec::new();
+        while let Some(r) = reader.next() {
+            read.push((r.unwrap().entry, reader.position().unwrap()));
+        }
         let seen = seen.lock().unwrap();
         assert_eq!(read.len(), 4000);
-        assert!(*seen == read, "consumer order differs from journal order");
+        assert!(read.last().unwrap().1.segment > 5, "rotated");
+        assert!(
+            *seen == read,
+            "consumer order or positions differ from the journal"
+        );
+    }
+
+    #[tokio::test]
+    async fn positions_follow_rotation_and_oversized_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            dir.path(),
+            JournalOptions {
+                fsync_interval: Duration::from_secs(3600),
+                segment_max_bytes: 400,
+            },
+        )
+        .unwrap();
+        let big = JournalEntry::new(
+            phone(0).t,
+            Input::Phone {
+                peer: "127.0.0.1".into(),
+                target: format!("/action-url/x?{}", "y".repeat(1000)),
+            },
+        );
+        let mut ends = Vec::new();
+        for e in [phone(1), phone(2), big, phone(3), ami(4), phone(5)] {
+            ends.push(journal.append_then(e, |_, end| end.unwrap()));
+        }
+        journal.sync().await.unwrap();
+        journal.close().unwrap();
+        let mut reader = JournalReader::open(dir.path()).unwrap();
+        let mut read = Vec::new();
+        while let Some(r) = reader.next() {
+            r.unwrap();
+            read.push(reader.position().unwrap());
+        }
+        assert_eq!(read, ends);
+        // The oversized line has a segment of its own, ending past the size limit.
+        assert!(ends[2].offset > 400 && ends[1].segment < ends[2].segment);
+        assert!(ends[3].segment > ends[2].segment);
+        assert!(ends.iter().all(|p| p.offset > 0));
+    }
+
+    #[tokio::test]
+    async fn a_planned_segment_that_exists_already_makes_positions_unreliable() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            dir.path(),
+            JournalOptions {
+                fsync_interval: Duration::from_secs(3600),
+                segment_max_bytes: 1,
+            },
+        )
+        .unwrap();
+        journal.append(&phone(1));
+        journal.sync().await.unwrap();
+        assert!(journal.positions_reliable());
+        // Someone else's file where our next segment was planned.
+        std::fs::write(dir.path().join(segment_file_name(2)), b"").unwrap();
+        journal.append(&phone(2));
+        journal.append(&phone(3));
+        journal.sync().await.unwrap();
+        assert!(!journal.positions_reliable());
+        journal.close().unwrap();
+        // Nothing is lost, nothing reordered: the rest went to the next free numbers.
+        let (records, _) = read_all(dir.path());
+        let entries: Vec<JournalEntry> = records.iter().map(|r| r.entry.clone()).collect();
+        assert_eq!(entries, [phone(1), phone(2), phone(3)]);
+        assert_eq!(files(dir.path()).len(), 4);
     }
 
     #[test]
@@ -947,7 +1159,10 @@ mod tests {
         let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         journal.append(&phone(1));
         journal.close().unwrap();
-        assert_eq!(journal.append_then(phone(2), |_| 7), 7);
+        assert_eq!(
+            journal.append_then(phone(2), |_, end| end.map_or(7, |_| 0)),
+            7
+        );
         let stats = journal.stats();
         assert_eq!(stats.appended_entries, 1);
         assert_eq!(stats.synced_entries, 1);
@@ -1017,23 +1232,25 @@ mod tests {
         let path = dir.path().join(segment_file_name(1));
         let mut segment = Segment {
             dir: dir.path().to_path_buf(),
-            max_bytes: 1 << 20,
             number: 1,
             path: path.clone(),
             file: Some(File::create(&path).and_then(|_| File::open(&path)).unwrap()),
             size: 0,
             needs_fsync: false,
-            needs_new_file: false,
         };
         let data = [phone(1).to_json_line(), phone(2).to_json_line()].concat();
-        let (done, result) = segment.write_lines(&data);
+        let (done, result) = segment.write_whole(&data);
         assert_eq!(done, 0);
-        assert!(matches!(result, Err(JournalError::Io { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err((JournalError::Io { .. }, false))),
+            "{result:?}"
+        );
         // Retry after the file becomes writable: everything arrives, once.
         segment.file = Some(OpenOptions::new().append(true).open(&path).unwrap());
-        let (done, result) = segment.write_lines(&data);
+        let (done, result) = segment.write_whole(&data);
         result.unwrap();
         assert_eq!(done, data.len());
+        assert_eq!(segment.size, data.len() as u64);
         segment.fsync().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
     }
