@@ -161,6 +161,11 @@ pub struct JournalSettings {
     pub fsync_interval: Duration,
     /// Size in bytes at which the journal starts a new segment file.
     pub segment_max_bytes: u64,
+    /// How often `serve` saves a checkpoint (the correlator's state and the journal position,
+    /// in the store), so that a restart reads only the journal since then. Also saved on a
+    /// clean stop.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for JournalSettings {
@@ -169,6 +174,7 @@ impl Default for JournalSettings {
             dir: PathBuf::from("journal"),
             fsync_interval: Duration::from_millis(20),
             segment_max_bytes: 64 * 1024 * 1024,
+            checkpoint_interval: Duration::from_secs(10),
         }
     }
 }
@@ -1351,6 +1357,10 @@ impl Settings {
             problems.add("journal.dir", "must not be empty, e.g. \"journal\"");
         }
         problems.positive("journal.fsync_interval", self.journal.fsync_interval);
+        problems.positive(
+            "journal.checkpoint_interval",
+            self.journal.checkpoint_interval,
+        );
         problems.in_range(
             "journal.segment_max_bytes",
             self.journal.segment_max_bytes,

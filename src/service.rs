@@ -4,25 +4,33 @@
 //! task owns the [`Correlator`] and reads inputs in journal order; completed call records
 //! go to the [`Store`].
 //!
-//! On start, before any source runs, the journal written so far is replayed through the
-//! correlator: records completed in it are upserted (idempotent by id, so nothing is
-//! duplicated), and calls still live at its end stay live in the correlator. Each AMI client
-//! then journals a gap from the last time the journal saw its PBX, so the first resync
-//! closes the calls that ended while the bridge was down. Nothing is lost across a restart.
+//! On start, before any source runs, the state is recovered: from the last checkpoint (the
+//! correlator's state saved in the store with the journal position it covers) when it is
+//! usable, by replaying only the journal after that position; otherwise by replaying the
+//! whole journal. Records completed in the replayed part are upserted (idempotent by id, so
+//! nothing is duplicated), and calls still live at its end stay live in the correlator. Each
+//! AMI client then journals a gap from the last time the journal saw its PBX, so the first
+//! resync closes the calls that ended while the bridge was down. Nothing is lost across a
+//! restart. While running, the consumer saves a checkpoint every `journal.checkpoint_interval`
+//! and on a clean stop (see [`Checkpointer`] and `docs/ARCHITECTURE.md`, "Restart").
 
 use crate::ami::{AmiClient, AmiClientOptions, AmiHandle, AmiMessage};
 use crate::config::Settings;
-use crate::correlator::{Correlator, OrphanCallback, Output};
+use crate::correlator::{
+    orphans_from_json, orphans_to_json, Correlator, CorrelatorConfig, CorrelatorSnapshot,
+    OrphanCallback, Output, SNAPSHOT_VERSION,
+};
 use crate::http::action_url::{CallbackPolicy, CallbackStats};
 use crate::http::auth::TokenSet;
 use crate::http::AppState;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, Journaled};
 use crate::journal::{
-    truncate_to_micros, Input, Journal, JournalEntry, JournalOptions, JournalReader,
+    truncate_to_micros, Input, Journal, JournalEntry, JournalOptions, JournalReader, Position,
 };
 use crate::phone::client::ActiveUriClient;
 use crate::phone::registry::PhoneRegistry;
-use crate::store::Store;
+use crate::record::CallRecord;
+use crate::store::{Checkpoint, RestartPoint, Store};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, VecDeque};
@@ -75,8 +83,9 @@ impl Service {
         // service's correlator emits them (offline replay does not need them).
         let mut correlator_config = crate::replay::correlator_config(settings);
         correlator_config.emit_updates = true;
-        let mut correlator = Correlator::new(correlator_config);
-        let last_seen = rebuild(&mut correlator, &settings.journal.dir, &store).await?;
+        let recovered = rebuild(correlator_config, &settings.journal.dir, &store).await?;
+        let mut correlator = recovered.correlator;
+        let last_seen = recovered.last_seen.clone();
         // Phone dials' records get their request id from the live tracker, not the journal.
         let relinked = store.restore_dial_links().await?;
         if relinked > 0 {
@@ -92,7 +101,7 @@ impl Service {
                 settings.journal.dir.display()
             )
         })?;
-        let (ingest, rx) = Ingest::new(journal.clone(), settings.ingest.queue_capacity);
+        let (ingest, rx) = Ingest::with_positions(journal.clone(), settings.ingest.queue_capacity);
         let shutdown = CancellationToken::new();
         let mut ami = Vec::new();
         let mut tasks = Vec::new();
@@ -167,7 +176,8 @@ impl Service {
                     .collect(),
             }),
         ));
-        let orphans = Arc::new(Mutex::new(VecDeque::new()));
+        // The API's list as of the checkpoint, then what the replay after it found.
+        let orphans = Arc::new(Mutex::new(VecDeque::from(recovered.orphans)));
         keep_orphans(&mut correlator, &orphans);
         let listener = crate::http::bind(settings.http.listen)
             .await
@@ -201,11 +211,20 @@ impl Service {
         let consumer = tokio::spawn(consume(
             rx,
             correlator,
-            store.clone(),
             orphans.clone(),
             control.clone(),
             crate::live::Publisher::new(hub.clone()),
             consumer_gauges,
+            Checkpointer {
+                store: store.clone(),
+                journal: journal.clone(),
+                interval: settings.journal.checkpoint_interval,
+                position: recovered.position,
+                last_seen: recovered.last_seen,
+                changed: false,
+                unstored: Vec::new(),
+                suspended: false,
+            },
         ));
         Ok(Service {
             ami,
@@ -280,45 +299,245 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Replays the journal written so far (before this run appends to it) into `correlator`,
-/// upserting the records that completed in it. Returns, per PBX, the time of the last AMI
-/// input seen: where this run's first gap starts.
+/// State recovered at start.
+struct Recovered {
+    correlator: Correlator,
+    /// Per PBX, the time of the last AMI input the journal saw: where this run's first gap
+    /// starts.
+    last_seen: BTreeMap<String, DateTime<Utc>>,
+    /// The API's orphan list as of the checkpoint (empty after a full replay, whose orphans
+    /// are still in the correlator).
+    orphans: Vec<OrphanCallback>,
+    /// Just after the last journal entry the state covers.
+    position: Option<Position>,
+}
+
+/// Recovers the correlator's state from the journal written so far (before this run appends
+/// to it): from the last checkpoint when it is usable — its snapshot restored, then only the
+/// journal after its position replayed — else by replaying the whole journal, saying why in
+/// the log (no checkpoint yet, a snapshot format this build does not read, its segment gone,
+/// unreadable). Records completed in what is replayed are upserted. `ctibridge replay` always
+/// reads the whole journal.
 async fn rebuild(
-    correlator: &mut Correlator,
+    config: CorrelatorConfig,
     dir: &std::path::Path,
     store: &Store,
-) -> anyhow::Result<BTreeMap<String, DateTime<Utc>>> {
-    let mut last_seen = BTreeMap::new();
-    if !dir.exists() {
-        return Ok(last_seen);
-    }
+) -> anyhow::Result<Recovered> {
     let started = std::time::Instant::now();
-    let mut reader = JournalReader::open(dir)?;
-    let mut completed = Vec::new();
+    let emit_updates = config.emit_updates;
+    let from_checkpoint = match store.restart_point().await {
+        Ok(Some(point)) => match restore(&config, &point, dir) {
+            Ok(restored) => Some(restored),
+            Err(why) => {
+                tracing::warn!(
+                    segment = point.checkpoint.segment,
+                    offset = point.checkpoint.offset,
+                    "checkpoint not usable ({why}): replaying the whole journal"
+                );
+                None
+            }
+        },
+        Ok(None) => {
+            tracing::info!("no checkpoint yet: replaying the whole journal");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("checkpoint unreadable ({e}): replaying the whole journal");
+            None
+        }
+    };
+    let (mut correlator, mut last_seen, orphans, reader) = match from_checkpoint {
+        Some(r) => r,
+        None => {
+            let reader = if dir.exists() {
+                Some(JournalReader::open(dir)?)
+            } else {
+                None
+            };
+            (Correlator::new(config), BTreeMap::new(), Vec::new(), reader)
+        }
+    };
+    // Nobody listens to live updates during the replay: do not build them.
+    correlator.set_emit_updates(false);
+    let mut position = None;
     let mut entries = 0u64;
-    for record in reader.by_ref() {
-        let entry = record?.entry;
-        entries += 1;
-        if let Input::Ami { pbx, .. } = &entry.input {
-            last_seen.insert(pbx.to_string(), entry.t);
+    if let Some(mut reader) = reader {
+        position = reader.position();
+        let mut completed = Vec::new();
+        for record in reader.by_ref() {
+            let entry = record?.entry;
+            entries += 1;
+            if let Input::Ami { pbx, .. } = &entry.input {
+                last_seen.insert(pbx.to_string(), entry.t);
+            }
+            collect_completed(correlator.handle(&entry), &mut completed);
+            if completed.len() >= 500 {
+                store.upsert_many(&completed, None).await?;
+                completed.clear();
+            }
         }
-        collect_completed(correlator.handle(&entry), &mut completed);
-        if completed.len() >= 500 {
-            store.upsert_many(&completed, None).await?;
-            completed.clear();
+        store.upsert_many(&completed, None).await?;
+        for w in reader.warnings() {
+            tracing::warn!("journal: {w}");
         }
+        position = reader.position().or(position);
     }
-    store.upsert_many(&completed, None).await?;
-    for w in reader.warnings() {
-        tracing::warn!("journal: {w}");
-    }
+    correlator.set_emit_updates(emit_updates);
     tracing::info!(
         entries,
         live_calls = correlator.live_calls(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "state rebuilt from the journal"
     );
-    Ok(last_seen)
+    Ok(Recovered {
+        correlator,
+        last_seen,
+        orphans,
+        position,
+    })
+}
+
+/// What a usable checkpoint gives: the restored correlator, PBX times and orphan list, and a
+/// reader positioned right after the checkpoint.
+type Restored = (
+    Correlator,
+    BTreeMap<String, DateTime<Utc>>,
+    Vec<OrphanCallback>,
+    Option<JournalReader>,
+);
+
+/// Restores the checkpoint's state, or says why it cannot be used.
+fn restore(
+    config: &CorrelatorConfig,
+    point: &RestartPoint,
+    dir: &std::path::Path,
+) -> Result<Restored, String> {
+    if point.snapshot_version != SNAPSHOT_VERSION {
+        return Err(format!(
+            "snapshot format {} is not this build's {SNAPSHOT_VERSION}",
+            point.snapshot_version
+        ));
+    }
+    let from = Position {
+        segment: point.checkpoint.segment,
+        offset: point.checkpoint.offset,
+    };
+    let reader = JournalReader::open_from(dir, from).map_err(|e| e.to_string())?;
+    let snapshot = CorrelatorSnapshot::from_json(&point.snapshot).map_err(|e| e.to_string())?;
+    let correlator = Correlator::restore(config.clone(), snapshot).map_err(|e| e.to_string())?;
+    let orphans = orphans_from_json(&point.orphans).map_err(|e| e.to_string())?;
+    tracing::info!(
+        segment = from.segment,
+        offset = from.offset,
+        saved_at = %point.checkpoint.at,
+        live_calls = correlator.live_calls(),
+        "restarting from the checkpoint: replaying the journal after it"
+    );
+    Ok((correlator, point.last_seen.clone(), orphans, Some(reader)))
+}
+
+/// Saves restart points from the consumer: every `journal.checkpoint_interval` and on a clean
+/// stop, in one store transaction, the correlator's snapshot, the journal position just after
+/// the last input it handled, the API's orphan list, the per-PBX last-seen times, and any
+/// completed record whose own upsert had failed. Completed records are upserted as they
+/// complete, before any later checkpoint, so a restart from position P finds every record
+/// completed before P stored and the rest rebuilt from the journal after P.
+///
+/// No checkpoint is saved while the journal cannot confirm the position on disk (`sync`
+/// failing), and none for the rest of the run once the live consumer missed inputs (ingest
+/// overflow) or the journal's positions became unreliable: the live state then lacks inputs
+/// the journal has, and the next start must replay them from the last good checkpoint.
+struct Checkpointer {
+    store: Store,
+    journal: Journal,
+    interval: Duration,
+    /// Just after the last journaled input handled.
+    position: Option<Position>,
+    last_seen: BTreeMap<String, DateTime<Utc>>,
+    /// Something happened since the last checkpoint (an input, or outputs of a tick).
+    changed: bool,
+    /// Completed records whose upsert failed; stored with the next checkpoint.
+    unstored: Vec<CallRecord>,
+    /// No more checkpoints this run (see the type docs).
+    suspended: bool,
+}
+
+impl Checkpointer {
+    fn input(&mut self, journaled: &Journaled) {
+        self.changed = true;
+        match journaled.end {
+            Some(end) => self.position = Some(end),
+            None => self.suspend("the live consumer missed inputs (ingest queue overflow)"),
+        }
+        if let Input::Ami { pbx, .. } = &journaled.entry.input {
+            self.last_seen.insert(pbx.to_string(), journaled.entry.t);
+        }
+    }
+
+    fn suspend(&mut self, why: &str) {
+        if !self.suspended {
+            self.suspended = true;
+            tracing::warn!(
+                "no more checkpoints until restart: {why}; the next start replays the journal \
+                 from the last checkpoint"
+            );
+        }
+    }
+
+    async fn save(&mut self, correlator: &Correlator, orphans: &Mutex<VecDeque<OrphanCallback>>) {
+        if !self.journal.positions_reliable() {
+            self.suspend("journal positions are no longer exact");
+        }
+        let Some(position) = self.position else {
+            return;
+        };
+        if self.suspended || !self.changed {
+            return;
+        }
+        // The position must be on disk before a checkpoint may point at it.
+        if let Err(e) = self.journal.sync().await {
+            tracing::warn!(error = %e, "checkpoint skipped: journal sync failed");
+            return;
+        }
+        let snapshot = correlator.snapshot();
+        let live_calls = snapshot.live_calls();
+        let orphans = {
+            let kept = orphans.lock().unwrap_or_else(|p| p.into_inner());
+            kept.iter().cloned().collect::<Vec<_>>()
+        };
+        let encoded =
+            tokio::task::spawn_blocking(move || (snapshot.to_json(), orphans_to_json(&orphans)))
+                .await;
+        let Ok((snapshot, orphans)) = encoded else {
+            tracing::error!("checkpoint skipped: encoding the snapshot failed");
+            return;
+        };
+        let point = RestartPoint {
+            checkpoint: Checkpoint {
+                segment: position.segment,
+                offset: position.offset,
+                at: Utc::now(),
+            },
+            snapshot_version: SNAPSHOT_VERSION,
+            snapshot,
+            orphans,
+            last_seen: self.last_seen.clone(),
+        };
+        match self.store.save_restart_point(&self.unstored, &point).await {
+            Ok(()) => {
+                self.unstored.clear();
+                self.changed = false;
+                tracing::debug!(
+                    segment = position.segment,
+                    offset = position.offset,
+                    live_calls,
+                    bytes = point.snapshot.len(),
+                    "checkpoint saved"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "saving a checkpoint failed"),
+        }
+    }
 }
 
 fn collect_completed(outputs: Vec<Output>, into: &mut Vec<crate::record::CallRecord>) {
@@ -330,23 +549,30 @@ fn collect_completed(outputs: Vec<Output>, into: &mut Vec<crate::record::CallRec
 }
 
 /// The one task that owns the correlator: inputs in journal order, a tick every second for
-/// completions, completed records to the store.
+/// completions, completed records to the store (the checkpointer's), checkpoints.
 async fn consume(
-    mut rx: mpsc::Receiver<JournalEntry>,
+    mut rx: mpsc::Receiver<Journaled>,
     mut correlator: Correlator,
-    store: Store,
     orphans: Arc<Mutex<VecDeque<OrphanCallback>>>,
     control: crate::control::Control,
     mut live: crate::live::Publisher,
     gauges: Arc<crate::metrics::ConsumerGauges>,
+    mut checkpoints: Checkpointer,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checkpoint = tokio::time::interval_at(
+        tokio::time::Instant::now() + checkpoints.interval,
+        checkpoints.interval,
+    );
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let outputs = tokio::select! {
             entry = rx.recv() => match entry {
                 None => break,
-                Some(entry) => {
+                Some(journaled) => {
+                    checkpoints.input(&journaled);
+                    let entry = journaled.entry;
                     log_input(&entry);
                     control.on_input(&entry);
                     live.input(&entry);
@@ -355,7 +581,14 @@ async fn consume(
                 }
             },
             _ = tick.tick() => correlator.tick(truncate_to_micros(Utc::now())),
+            _ = checkpoint.tick() => {
+                checkpoints.save(&correlator, &orphans).await;
+                continue;
+            }
         };
+        if !outputs.is_empty() {
+            checkpoints.changed = true;
+        }
         let mut outputs = outputs;
         control.on_outputs(&mut outputs);
         live.outputs(&outputs);
@@ -363,14 +596,18 @@ async fn consume(
         collect_completed(outputs, &mut completed);
         for record in completed {
             tracing::info!(target: "ctibridge::calls", id = %record.id, direction = ?record.direction, disposition = ?record.disposition, "call completed");
-            if let Err(e) = store.upsert(&record).await {
-                // The journal still holds the inputs: the next start rebuilds this record.
+            if let Err(e) = checkpoints.store.upsert(&record).await {
+                // Kept: the next checkpoint stores it in its own transaction (and waits for
+                // it). Until then the journal still holds the inputs.
                 tracing::error!(id = %record.id, error = %e, "storing a call record failed");
+                checkpoints.unstored.push(record);
             }
         }
         gauges.add_orphans(keep_orphans(&mut correlator, &orphans));
         gauges.observe(&correlator);
     }
+    // Clean stop: the inputs are all handled; the next start continues from here.
+    checkpoints.save(&correlator, &orphans).await;
 }
 
 /// Moves new orphan callbacks out of the correlator into the API's bounded list. Draining

@@ -60,7 +60,9 @@ use std::time::Duration;
 use text::Text;
 
 pub use phone_match::{OrphanCallback, OrphanReason};
-pub use snapshot::{CorrelatorSnapshot, SnapshotError, SNAPSHOT_VERSION};
+pub use snapshot::{
+    orphans_from_json, orphans_to_json, CorrelatorSnapshot, SnapshotError, SNAPSHOT_VERSION,
+};
 
 /// The hash maps of the correlator's indexes: foldhash, several times faster than the
 /// standard SipHash on the short keys here (`Uniqueid`s, SIP Call-IDs). Why that is safe
@@ -139,7 +141,7 @@ pub enum Output {
 }
 
 /// The configuration, prepared for lookups.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Settings {
     grace: TimeDelta,
     window: TimeDelta,
@@ -310,6 +312,14 @@ impl Correlator {
             self.complete(key);
         }
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Turns [`Output::CallUpdated`] on or off from now on (the state does not depend on it).
+    /// A restart replays the journal with updates off, since nobody listens to them then.
+    pub fn set_emit_updates(&mut self, on: bool) {
+        if self.settings.emit_updates != on {
+            Arc::make_mut(&mut self.settings).emit_updates = on;
+        }
     }
 
     /// Conversations held in memory (live, or waiting for their grace to run out).

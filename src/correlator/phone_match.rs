@@ -251,6 +251,33 @@ pub(super) struct PhoneSnap {
     recent: Vec<RecentSnap>,
 }
 
+impl OrphanSnap {
+    pub(super) fn of(o: &OrphanCallback) -> OrphanSnap {
+        OrphanSnap {
+            at: o.at,
+            peer: o.peer.clone(),
+            target: o.target.clone(),
+            extension: o.extension.clone(),
+            reason: o.reason.clone(),
+        }
+    }
+
+    /// Back to the orphan, its callback parsed again from the target.
+    pub(super) fn into_orphan(self) -> Result<OrphanCallback, NotACallback> {
+        let (event, query) =
+            split_target(&self.target).ok_or_else(|| NotACallback(self.target.clone()))?;
+        let callback = parse_callback(&event, query.as_bytes());
+        Ok(OrphanCallback {
+            at: self.at,
+            peer: self.peer,
+            target: self.target,
+            extension: self.extension,
+            callback,
+            reason: self.reason,
+        })
+    }
+}
+
 /// A target in a snapshot that is not a phone callback (it was one when it was stored).
 #[derive(Debug)]
 pub(super) struct NotACallback(pub String);
@@ -269,17 +296,7 @@ impl Correlator {
                 target: p.target.clone(),
             })
             .collect();
-        let orphans = self
-            .orphans
-            .iter()
-            .map(|o| OrphanSnap {
-                at: o.at,
-                peer: o.peer.clone(),
-                target: o.target.clone(),
-                extension: o.extension.clone(),
-                reason: o.reason.clone(),
-            })
-            .collect();
+        let orphans = self.orphans.iter().map(OrphanSnap::of).collect();
         // The lookup map holds, per SIP Call-ID, the entry of the latest insert: the last
         // queue entry with that id and the map's expiry.
         let mut holder: HashMap<&str, usize> = HashMap::default();
@@ -338,15 +355,7 @@ impl Correlator {
         }
         self.pending.next = snap.pending_next;
         for o in snap.orphans {
-            let callback = parse(&o.target)?;
-            self.orphans.push(OrphanCallback {
-                at: o.at,
-                peer: o.peer,
-                target: o.target,
-                extension: o.extension,
-                callback,
-                reason: o.reason,
-            });
+            self.orphans.push(o.into_orphan()?);
         }
         for r in snap.recent {
             if let Some(id) = r.record {

@@ -22,9 +22,9 @@
 
 use super::call::Conversation;
 use super::channel::LegRef;
-use super::phone_match::PhoneSnap;
+use super::phone_match::{OrphanSnap, PhoneSnap};
 use super::text::Text;
-use super::{Correlator, CorrelatorConfig, PbxState, Resync};
+use super::{Correlator, CorrelatorConfig, OrphanCallback, PbxState, Resync};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -119,6 +119,25 @@ impl CorrelatorSnapshot {
     pub fn live_calls(&self) -> usize {
         self.state.convs.len()
     }
+}
+
+/// Orphan callbacks (e.g. the list the API shows, kept beside the correlator) as JSON, in the
+/// snapshot's form: what was received, the callback parsed again when read back.
+pub fn orphans_to_json(orphans: &[OrphanCallback]) -> String {
+    let list: Vec<OrphanSnap> = orphans.iter().map(OrphanSnap::of).collect();
+    serde_json::to_string(&list).expect("orphans always serialise")
+}
+
+/// Reads what [`orphans_to_json`] wrote.
+pub fn orphans_from_json(json: &str) -> Result<Vec<OrphanCallback>, SnapshotError> {
+    let list: Vec<OrphanSnap> = serde_json::from_str(json)?;
+    list.into_iter()
+        .map(|o| {
+            o.into_orphan().map_err(|e| {
+                SnapshotError::Inconsistent(format!("orphan callback target {:?}", e.0))
+            })
+        })
+        .collect()
 }
 
 impl Correlator {

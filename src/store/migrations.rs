@@ -21,6 +21,11 @@ use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Mig
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "calls", include_str!("../../migrations/0001_calls.sql")),
     (
+        2,
+        "checkpoint snapshot",
+        include_str!("../../migrations/0002_checkpoint_snapshot.sql"),
+    ),
+    (
         3,
         "dial requests",
         include_str!("../../migrations/0003_dial_requests.sql"),

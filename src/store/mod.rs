@@ -24,11 +24,13 @@
 //! checkpoint must be able to rewrite what it produces.
 //!
 //! # Restart recovery
-//! [`Store::set_checkpoint`] records the journal position up to which records are stored;
-//! after a restart the service replays the journal from [`Store::checkpoint`]. Because upserts
-//! are idempotent, replaying a little too much is harmless, so the checkpoint may lag the
-//! records (at-least-once). [`Store::upsert_many`] writes records and the checkpoint in one
-//! transaction when the caller wants them exact.
+//! [`Store::set_checkpoint`] records the journal position up to which records are stored.
+//! [`Store::save_restart_point`] does the same together with the correlator's state at that
+//! position and the per-PBX times a restart needs, all in one transaction; after a restart the
+//! service continues from [`Store::restart_point`] and replays only the journal after it.
+//! Because upserts are idempotent, replaying a little too much is harmless, so a checkpoint
+//! may lag the records (at-least-once). [`Store::upsert_many`] writes records and the
+//! checkpoint in one transaction when the caller wants them exact.
 //!
 //! # Backend
 //! SQLite today (`sqlite://path/file.db`, `sqlite::memory:`), opened in WAL mode so readers
@@ -36,6 +38,7 @@
 //! several bridges sharing one store; the schema and SQL stay within what both accept
 //! (`ON CONFLICT … DO UPDATE`, row-value comparison, no SQLite-only types).
 
+mod checkpoint;
 mod csv;
 mod dial;
 mod migrations;
@@ -56,6 +59,7 @@ use sqlx::{Connection, Row};
 
 use crate::record::{CallRecord, Direction, Disposition, Source};
 
+pub use checkpoint::RestartPoint;
 pub use csv::{csv_header, csv_row, COLUMNS as CSV_COLUMNS};
 pub use outbox::{
     AttemptRecord, AttemptResult, DeliveryQuery, DeliveryRecord, DeliveryState, NewDelivery,
