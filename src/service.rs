@@ -485,9 +485,6 @@ impl Checkpointer {
     }
 
     async fn save(&mut self, correlator: &Correlator, orphans: &Mutex<VecDeque<OrphanCallback>>) {
-        if !self.journal.positions_reliable() {
-            self.suspend("journal positions are no longer exact");
-        }
         let Some(position) = self.position else {
             return;
         };
@@ -497,6 +494,12 @@ impl Checkpointer {
         // The position must be on disk before a checkpoint may point at it.
         if let Err(e) = self.journal.sync().await {
             tracing::warn!(error = %e, "checkpoint skipped: journal sync failed");
+            return;
+        }
+        // Checked after the sync: the commit that wrote the position may have been the one
+        // that could not follow the planned layout.
+        if !self.journal.positions_reliable() {
+            self.suspend("journal positions are no longer exact");
             return;
         }
         let snapshot = correlator.snapshot();
@@ -734,5 +737,87 @@ mod tests {
         );
         let varset = AmiMessage::event("VarSet").build().unwrap();
         assert!(call_event_summary(&varset).is_none());
+    }
+
+    /// The checkpointer saves what the consumer handled, at the position after it, and stops
+    /// for good once an input arrives that is not in the journal (an ingest overflow gap).
+    #[tokio::test]
+    async fn checkpoints_follow_the_inputs_and_stop_after_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let (ingest, mut rx) = Ingest::with_positions(journal.clone(), 16);
+        let mut checkpoints = Checkpointer {
+            store: store.clone(),
+            journal: journal.clone(),
+            interval: Duration::from_secs(10),
+            position: None,
+            last_seen: BTreeMap::new(),
+            changed: false,
+            unstored: Vec::new(),
+            suspended: false,
+        };
+        let orphans = Mutex::new(VecDeque::new());
+        let mut correlator = Correlator::new(CorrelatorConfig::default());
+        let t = truncate_to_micros(Utc::now());
+        let msg = AmiMessage::event("Newchannel")
+            .field("Channel", "PJSIP/101-00000001")
+            .field("Uniqueid", "1.1")
+            .field("Linkedid", "1.1")
+            .build()
+            .unwrap();
+        ingest.submit(JournalEntry::new(
+            t,
+            Input::Ami {
+                pbx: "pbx-a".into(),
+                msg,
+            },
+        ));
+        let j = rx.recv().await.unwrap();
+        checkpoints.input(&j);
+        correlator.handle(&j.entry);
+        checkpoints.save(&correlator, &orphans).await;
+        let point = store.restart_point().await.unwrap().expect("saved");
+        let end = j.end.unwrap();
+        assert_eq!(
+            (point.checkpoint.segment, point.checkpoint.offset),
+            (end.segment, end.offset)
+        );
+        assert_eq!(point.last_seen.get("pbx-a"), Some(&t));
+        assert_eq!(
+            CorrelatorSnapshot::from_json(&point.snapshot)
+                .unwrap()
+                .live_calls(),
+            1
+        );
+
+        // A live-only input (what an overflow gap is): no more checkpoints this run.
+        let gap = Journaled {
+            entry: JournalEntry::new(
+                t,
+                Input::Gap {
+                    pbx: crate::ingest::ALL_SOURCES.into(),
+                    from: t,
+                    to: t,
+                    reason: "consumer overflow: 3 inputs not processed live".into(),
+                },
+            ),
+            end: None,
+        };
+        checkpoints.input(&gap);
+        correlator.handle(&gap.entry);
+        ingest.submit(JournalEntry::new(
+            t,
+            Input::Phone {
+                peer: "127.0.0.1".into(),
+                target: "/action-url/dnd_on".into(),
+            },
+        ));
+        let j = rx.recv().await.unwrap();
+        checkpoints.input(&j);
+        checkpoints.save(&correlator, &orphans).await;
+        let still = store.restart_point().await.unwrap().unwrap();
+        assert_eq!(still.checkpoint, point.checkpoint, "no checkpoint after it");
+        journal.close().unwrap();
     }
 }
