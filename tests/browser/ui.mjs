@@ -137,16 +137,22 @@ try {
   // 4. Click-to-call through the PBX to an outside number. The simulated people keep
   // calling meanwhile, so a from-phone can turn busy: then the request fails and another
   // free phone is tried.
+  // A phone the simulated PBX reported busy is not tried again (the PBX may hold it for a
+  // replayed recording while the phone itself looks idle); the far end may also be busy or
+  // not answer (20% of outside calls), so several attempts are allowed.
+  const ATTEMPTS = 8;
+  const busyFrom = new Set();
   let answered = null;
-  for (let attempt = 1; attempt <= 5 && !answered; attempt++) {
+  for (let attempt = 1; attempt <= ATTEMPTS && !answered; attempt++) {
     const from = await until("a free phone without DND", async () => {
+      const free = [];
       for (const row of await page.locator("#phones tbody tr").all()) {
         const e = await row.getAttribute("data-ext");
         const idle = (await row.locator(".phone-call").getAttribute("data-state")) === "idle";
         const dnd = await row.locator(".dnd-toggle").getAttribute("data-dnd");
-        if (idle && dnd !== "on" && e !== ext) return e;
+        if (idle && dnd !== "on" && e !== ext) free.push(e);
       }
-      return null;
+      return free.find((e) => !busyFrom.has(e)) || (free.length ? (busyFrom.clear(), free[0]) : null);
     }, 30000);
     const known = new Set(await page.locator("#dial-requests li").evaluateAll((els) => els.map((e) => e.dataset.request)));
     await page.selectOption("#dial-from", from);
@@ -164,8 +170,9 @@ try {
     }, 45000);
     note(`click-to-call ${from} → +1 555 0100 via pbx (attempt ${attempt}): ${id} ${final}: ${(await item.innerText()).replace(/\s+/g, " ")}`);
     if (final === "answered") answered = id;
+    else if ((await item.innerText()).includes(`extension ${from} was not reached`)) busyFrom.add(from);
   }
-  if (!answered) throw new Error("no click-to-call was answered in 5 attempts");
+  if (!answered) throw new Error(`no click-to-call was answered in ${ATTEMPTS} attempts`);
   await page.waitForSelector(
     `#live-calls tr[data-request="${answered}"], #records tr[data-request="${answered}"]`,
     { timeout: 30000 },
