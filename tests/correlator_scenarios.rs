@@ -954,6 +954,63 @@ fn callee_unreachable_through_a_local_channel_is_failed_not_missed() {
     }
 }
 
+// ----- what counts as missed -----
+
+/// `missed` is about calls to us that nobody answered: an inbound or internal call that rang
+/// out. An outbound call the far end did not answer is `no_answer` but not missed — nobody
+/// here missed anything — and the trunk leg is not a missed leg either. (101 dials
+/// 5550100 through the trunk endpoint `provider`; it rings 8 s, 101 gives up.)
+#[test]
+fn an_unanswered_outbound_call_is_not_missed_an_unanswered_inbound_one_is() {
+    // Outbound.
+    let mut s = Script::new();
+    let alice = s.caller("PJSIP/101-00000090", "101", "Alice 101", "5550100");
+    s.at(5).sip_call_id(alice, "1-90001@10.0.0.101");
+    let far = s
+        .at(10)
+        .callee("PJSIP/provider-00000091", "5550100", "", alice);
+    s.cm(far).context = "from-provider".into();
+    s.at(15).dial_begin(alice, far, "provider/5550100");
+    s.at(300).ringing(alice, far);
+    s.at(8_300).dial_end(alice, far, "CANCEL");
+    s.hangup(far, 127);
+    s.at(8_310).hangup(alice, 127);
+    for (label, cfg) in configs() {
+        let run = run(cfg, &s);
+        let r = run.only(label);
+        assert_eq!(r.direction, Direction::Outbound, "{label}");
+        assert_eq!(r.to.number.as_deref(), Some("5550100"), "{label}");
+        assert_eq!(r.disposition, Disposition::NoAnswer, "{label}");
+        assert!(
+            !r.missed,
+            "{label}: an outbound call nobody answered is not missed"
+        );
+        assert!(r.legs.iter().all(|l| !l.missed), "{label}");
+    }
+
+    // Inbound: the carrier calls the DID, 101 rings 8 s, the caller gives up.
+    let mut s = Script::new();
+    let caller = s.caller("PJSIP/provider-00000092", "5550100", "", "5551000");
+    s.cm(caller).context = "from-provider".into();
+    let desk = s
+        .at(10)
+        .callee("PJSIP/101-00000093", "101", "Alice 101", caller);
+    s.sip_call_id(desk, "4d3c2b1a-0f9e-4d8c-b7a6-958473625193");
+    s.at(15).dial_begin(caller, desk, "101");
+    s.at(300).ringing(caller, desk);
+    s.at(8_300).dial_end(caller, desk, "CANCEL");
+    s.hangup(desk, 127);
+    s.at(8_310).hangup(caller, 127);
+    for (label, cfg) in configs() {
+        let run = run(cfg, &s);
+        let r = run.only(label);
+        assert_eq!(r.direction, Direction::Inbound, "{label}");
+        assert_eq!(r.disposition, Disposition::NoAnswer, "{label}");
+        assert!(r.missed, "{label}: nobody answered a call to us");
+        assert!(leg(r, s.name(desk)).missed, "{label}: 101 missed it");
+    }
+}
+
 // ----- two concurrent calls between the same two extensions -----
 
 /// The two calls of [`two_calls_101_to_102`].

@@ -292,7 +292,11 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
             Outcome::Failed => Disposition::Failed,
         }
     };
-    let missed = disposition == Disposition::NoAnswer && !dialled.is_empty();
+    // Missed is about calls to us: an outbound call the far end did not answer is nobody's
+    // missed call here (a phone of ours that rang out in it still has its leg `missed`).
+    let missed = disposition == Disposition::NoAnswer
+        && !dialled.is_empty()
+        && direction != Direction::Outbound;
 
     // Times.
     let started_at = conv.started_at();
