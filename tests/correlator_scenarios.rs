@@ -863,7 +863,6 @@ fn no_local_in_timeline(label: &str, r: &CallRecord) {
 /// hangup cause to 3, and the dialplan hangs the caller up. 101 tried to call 103 and it
 /// failed: that is a call record (failed, not missed), not nothing.
 #[test]
-#[ignore = "correlator bug: a Dial to an unregistered PJSIP endpoint (no callee channel, DIALSTATUS=CHANUNAVAIL, cause 3) yields no record"]
 fn callee_unreachable_without_a_channel_is_a_failed_call() {
     let mut s = Script::new();
     let alice = s.caller("PJSIP/101-00000030", "101", "Alice 101", "103");
@@ -951,6 +950,29 @@ fn callee_unreachable_through_a_local_channel_is_failed_not_missed() {
             assert!(!l.missed, "{label}");
             no_local_in_timeline(label, r);
         }
+    }
+}
+
+/// `Dial(PJSIP/103)` finds no contact (`DIALSTATUS=CHANUNAVAIL`), and the dialplan goes on:
+/// it plays an announcement without answering and hangs up with cause 16 "Normal Clearing".
+/// The dial attempt's own outcome decides the disposition (failed), not the caller's
+/// ordinary hangup cause (which alone would read "no answer").
+#[test]
+fn callee_unreachable_then_a_normal_hangup_is_still_failed() {
+    let mut s = Script::new();
+    let alice = s.caller("PJSIP/101-00000032", "101", "Alice 101", "103");
+    s.at(4).sip_call_id(alice, "1-30333@10.0.0.101");
+    s.at(5).varset(alice, "DIALSTATUS", "");
+    s.at(9).varset(alice, "DIALSTATUS", "CHANUNAVAIL");
+    s.at(3_000).hangup(alice, 16);
+    for (label, cfg) in configs() {
+        let run = run(cfg, &s);
+        let r = run.only(label);
+        assert_eq!(r.direction, Direction::Internal, "{label}");
+        assert_eq!(r.to.number.as_deref(), Some("103"), "{label}");
+        assert_eq!(r.disposition, Disposition::Failed, "{label}");
+        assert!(!r.missed, "{label}");
+        assert_eq!(r.legs[0].hangup_cause, Some(16), "{label}");
     }
 }
 

@@ -10,8 +10,9 @@
 use super::call::{dial_status_code, Conversation, Detail, Originate, Step, StepKind};
 use super::call::{NO_LEG, NO_REASON};
 use super::channel::{endpoint_of, meaningful, Leg, LegRef, STATE_UP};
+use super::fields::TRANSFEREE;
 use super::fields::{self, Fields, Snap, BASE, DEST, LOCAL_ONE, LOCAL_TWO, ORIG_TRANSFERER};
-use super::fields::{REQUEST_ID_VAR, SECOND_TRANSFERER, SIPCALLID_VAR, TRANSFEREE};
+use super::fields::{DIALSTATUS_VAR, REQUEST_ID_VAR, SECOND_TRANSFERER, SIPCALLID_VAR};
 use super::fields::{TRANSFERER, TRANSFER_TARGET};
 use super::text::Text;
 use super::{Correlator, PbxState, Resync};
@@ -189,6 +190,8 @@ impl Correlator {
                     let value = f.value.unwrap_or("");
                     if var.eq_ignore_ascii_case(SIPCALLID_VAR) {
                         self.set_sip_call_id(r, value);
+                    } else if var.eq_ignore_ascii_case(DIALSTATUS_VAR) && !value.is_empty() {
+                        self.set_dial_result(r, value);
                     } else if var.eq_ignore_ascii_case(REQUEST_ID_VAR) && !value.is_empty() {
                         if let Some(conv) = self.convs.get_mut(&r.conv) {
                             if conv.extra().dial_request_id.is_none() {
@@ -420,6 +423,24 @@ impl Correlator {
             leg.sip_call_id = Some(value.into());
             conv.dirty = true;
             self.sip_index.insert(value.into(), r.conv);
+        }
+    }
+
+    /// `Dial` returned on this channel with `status`: a dial was attempted (the call qualifies
+    /// for a record even when no outgoing channel could be created), and its outcome is kept
+    /// for the disposition of a call without dialled legs.
+    fn set_dial_result(&mut self, r: LegRef, status: &str) {
+        let code = dial_status_code(status);
+        let Some(conv) = self.convs.get_mut(&r.conv) else {
+            return;
+        };
+        let Some(leg) = conv.legs.get_mut(r.idx as usize) else {
+            return;
+        };
+        if leg.dial_result != code || !conv.had_dial {
+            leg.dial_result = code;
+            conv.had_dial = true;
+            conv.dirty = true;
         }
     }
 

@@ -184,7 +184,8 @@ pub(super) struct Conversation {
     /// What most calls never have (boxed to keep a live call small); see [`Conversation::extra`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Box<Extra>>,
-    /// A `DialBegin` was seen.
+    /// A dial was attempted: a `DialBegin` was seen, or `Dial` reported its outcome in a
+    /// non-empty `DIALSTATUS` (also when it could not create the outgoing channel at all).
     pub had_dial: bool,
     /// Legs not hung up yet.
     pub live: u32,
@@ -294,9 +295,10 @@ impl Conversation {
             .unwrap_or(self.last_event)
     }
 
-    /// Whether this is a conversation worth a record: someone was dialled or originated, two
-    /// real (non-Local) channels took part, or a real channel was answered. A channel that
-    /// runs a feature code and hangs up unanswered (`*78`) is not a call record.
+    /// Whether this is a conversation worth a record: someone was dialled (or a dial was
+    /// attempted: `DIALSTATUS`) or originated, two real (non-Local) channels took part, or a
+    /// real channel was answered. A channel that runs a feature code and hangs up unanswered
+    /// (`*78`) is not a call record.
     pub fn qualifies(&self) -> bool {
         self.had_dial
             || self.extra().originate.is_some()

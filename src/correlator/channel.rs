@@ -23,6 +23,19 @@ pub(super) struct CallerId {
     pub name: Option<Text>,
 }
 
+/// [`Leg::dial_result`] when no `DIALSTATUS` was seen (distinct from every status code).
+pub(super) const NO_DIAL_RESULT: u8 = u8::MAX - 1;
+const _: () = assert!(NO_DIAL_RESULT as usize >= super::call::DIAL_STATUSES.len());
+const _: () = assert!(NO_DIAL_RESULT != super::call::OTHER_STATUS);
+
+fn no_dial_result() -> u8 {
+    NO_DIAL_RESULT
+}
+
+fn is_no_dial_result(v: &u8) -> bool {
+    *v == NO_DIAL_RESULT
+}
+
 pub(super) fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -92,6 +105,14 @@ pub(super) struct Leg {
     pub hangup_text: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dial_status: Option<Text>,
+    /// The last non-empty `DIALSTATUS` the dialplan's `Dial` set on this channel (the outcome
+    /// of a dial *it* made), as its index in [`super::call::DIAL_STATUSES`] (or
+    /// [`super::call::OTHER_STATUS`]); [`NO_DIAL_RESULT`] when none. Decides the disposition
+    /// of a call without any dialled leg (`Dial` could not create one). Internal: not the
+    /// record's `dial_status`. (A plain `u8` with a sentinel: it fits in the padding after the
+    /// flags, where an `Option<u8>` made every leg 8 bytes larger.)
+    #[serde(default = "no_dial_result", skip_serializing_if = "is_no_dial_result")]
+    pub dial_result: u8,
     /// The destination of a `DialBegin` that had a calling channel.
     #[serde(skip_serializing_if = "is_false")]
     pub dialled: bool,
@@ -112,6 +133,11 @@ pub(super) struct Leg {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<Box<PhoneView>>,
 }
+
+// A live call's size matters (docs/CORRELATION.md §10): a field added here should not grow
+// every leg by accident.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Leg>() <= 360);
 
 impl Leg {
     pub fn new(uniqueid: &str, channel: &str, linkedid: &str, started_at: DateTime<Utc>) -> Leg {
@@ -137,6 +163,7 @@ impl Leg {
             hangup_cause: None,
             hangup_text: None,
             dial_status: None,
+            dial_result: NO_DIAL_RESULT,
             dialled: false,
             originated: false,
             joined_late: false,

@@ -36,6 +36,9 @@ const PREFIXES: &[&str] = {
 pub(super) const SIPCALLID_VAR: &str = "SIPCALLID";
 /// The channel variable a click-to-call request id travels in.
 pub(super) const REQUEST_ID_VAR: &str = "CTIBRIDGE_REQUEST_ID";
+/// The variable `Dial` sets on the calling channel when it returns: the outcome of the dial
+/// attempt, also when no outgoing channel could be created (`CHANUNAVAIL`).
+pub(super) const DIALSTATUS_VAR: &str = "DIALSTATUS";
 
 /// The fields of one channel snapshot (all optional: events carry what they carry).
 #[derive(Clone, Copy, Debug, Default)]

@@ -14,7 +14,8 @@
 //!   so their `LinkedID` may be stale, and everything they say is in the channel events too.
 //! - A conversation **completes** `grace` after its last channel hung up (so late phone
 //!   callbacks still land in it), checked against the time of each input and of [`Correlator::tick`].
-//!   Only conversations that *qualify* get a record: someone was dialled or originated, two
+//!   Only conversations that *qualify* get a record: someone was dialled or originated (or a
+//!   `Dial` reported its outcome in `DIALSTATUS`, also without an outgoing channel), two
 //!   real channels took part, or a real channel was answered. A feature code (`*78`) that
 //!   hangs up unanswered is not a call.
 //! - **Phone callbacks** are matched exactly by SIP Call-ID when the phone sends one (Snom,

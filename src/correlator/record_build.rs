@@ -27,23 +27,39 @@ enum Outcome {
     Failed,
 }
 
-fn leg_outcome(l: &Leg) -> Outcome {
-    let status = l.dial_status.as_deref().unwrap_or("");
+/// What a `DialStatus` / `DIALSTATUS` says about a leg that was not answered; `None` for
+/// `ANSWER`, empty, and statuses that say nothing (`ABORT`, `CONTINUE`, `GOTO`…).
+fn status_outcome(status: &str) -> Option<Outcome> {
     let is = |s: &str| status.eq_ignore_ascii_case(s);
     if is("BUSY") {
-        Outcome::Busy
+        Some(Outcome::Busy)
     } else if is("NOANSWER") || is("CANCEL") {
-        Outcome::NoAnswer
+        Some(Outcome::NoAnswer)
     } else if is("CHANUNAVAIL")
         || is("CONGESTION")
         || is("DONTCALL")
         || is("TORTURE")
         || is("INVALIDARGS")
     {
-        Outcome::Failed
+        Some(Outcome::Failed)
     } else {
-        cause_outcome(l.hangup_cause)
+        None
     }
+}
+
+fn leg_outcome(l: &Leg) -> Outcome {
+    let status = l.dial_status.as_deref().unwrap_or("");
+    status_outcome(status).unwrap_or_else(|| cause_outcome(l.hangup_cause))
+}
+
+/// The outcome of a call without dialled legs, from its originating leg: the `DIALSTATUS` of
+/// a `Dial` that could not create an outgoing channel (`CHANUNAVAIL`…), else its hangup cause
+/// (a dialplan may well hang up with 16 "Normal Clearing" after a failed `Dial`).
+fn origin_outcome(l: &Leg) -> Outcome {
+    DIAL_STATUSES
+        .get(l.dial_result as usize)
+        .and_then(|s| status_outcome(s))
+        .unwrap_or_else(|| cause_outcome(l.hangup_cause))
 }
 
 /// Q.850 causes seen on legs that were not answered: 17 busy; 16/18/19/21/26/31/127/0 and
@@ -278,7 +294,7 @@ pub(super) fn build(conv: &Conversation, s: &Settings, complete: bool) -> CallRe
         Disposition::Failed
     } else {
         let outcome = if dialled.is_empty() {
-            cause_outcome(from_leg.and_then(|l| l.hangup_cause))
+            from_leg.map_or(Outcome::NoAnswer, origin_outcome)
         } else {
             dialled
                 .iter()

@@ -30,8 +30,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The snapshot format this build writes and reads. A snapshot of any other version is
+/// refused, and the service replays the whole journal instead.
+///
+/// - 1: the first format.
+/// - 2: legs keep the outcome of their own `Dial` (`dial_result`, from `DIALSTATUS`), and
+///   `had_dial` is also set by it. A version-1 snapshot lacks both for a call that had a
+///   `DIALSTATUS` before it was taken, so it could not continue like a replay would.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// See the module docs. Built by [`Correlator::snapshot`], turned back into a correlator by
 /// [`Correlator::restore`].

@@ -999,8 +999,19 @@ fn a_snapshot_of_another_format_or_garbage_is_refused() {
         Err(SnapshotError::UnknownVersion { .. })
     ));
     assert!(matches!(
-        CorrelatorSnapshot::from_json("{\"version\":1,\"state\":[]}"),
+        CorrelatorSnapshot::from_json(&format!("{{\"version\":{SNAPSHOT_VERSION},\"state\":[]}}")),
         Err(SnapshotError::Decode(_))
+    ));
+    // A snapshot of the previous format (the one before `dial_result`) is refused as such,
+    // so the service replays the whole journal instead of continuing from it.
+    let old = json.replacen(
+        &format!("\"version\":{SNAPSHOT_VERSION}"),
+        "\"version\":1",
+        1,
+    );
+    assert!(matches!(
+        CorrelatorSnapshot::from_json(&old),
+        Err(SnapshotError::UnknownVersion { found: 1, .. })
     ));
     assert!(matches!(
         CorrelatorSnapshot::from_json("not json"),
@@ -1112,6 +1123,8 @@ fn arb_event() -> impl Strategy<Value = AmiMessage> {
         "SIPCALLID=",
         "CTIBRIDGE_REQUEST_ID=r",
         "SIPCALLID",
+        "DIALSTATUS",
+        "CHANUNAVAIL",
         "PJSIP/101-00000001",
         "PJSIP/102-00000002",
         "Local/6@x-00000001;1",
