@@ -11,14 +11,16 @@
 //! nothing is duplicated), and calls still live at its end stay live in the correlator. Each
 //! AMI client then journals a gap from the last time the journal saw its PBX, so the first
 //! resync closes the calls that ended while the bridge was down. Nothing is lost across a
-//! restart. While running, the consumer saves a checkpoint every `journal.checkpoint_interval`
-//! and on a clean stop (see [`Checkpointer`] and `docs/ARCHITECTURE.md`, "Restart").
+//! restart. While running, the consumer takes a checkpoint every `journal.checkpoint_interval`
+//! and on a clean stop (see [`Checkpointer`] and `docs/ARCHITECTURE.md`, "Restart"); the
+//! [`writer`] task stores them and the completed records, in order, so the consumer never
+//! waits on the database.
 
 use crate::ami::{AmiClient, AmiClientOptions, AmiHandle, AmiMessage};
 use crate::config::Settings;
 use crate::correlator::{
-    orphans_from_json, orphans_to_json, Correlator, CorrelatorConfig, CorrelatorSnapshot,
-    OrphanCallback, Output, SNAPSHOT_VERSION,
+    orphans_from_json, Correlator, CorrelatorConfig, CorrelatorSnapshot, OrphanCallback, Output,
+    SNAPSHOT_VERSION,
 };
 use crate::http::action_url::{CallbackPolicy, CallbackStats};
 use crate::http::auth::TokenSet;
@@ -30,18 +32,23 @@ use crate::journal::{
 use crate::phone::client::ActiveUriClient;
 use crate::phone::registry::PhoneRegistry;
 use crate::record::CallRecord;
-use crate::store::{Checkpoint, RestartPoint, Store};
+use crate::store::{RestartPoint, Store};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, VecDeque};
 
-/// How many unmatched phone callbacks the API keeps (the newest).
-pub const ORPHANS_KEPT: usize = 1000;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use writer::{PendingCheckpoint, StoreWriter, WriteOp, WriterFlags};
+
+mod writer;
+
+/// How many unmatched phone callbacks the API keeps (the newest).
+pub const ORPHANS_KEPT: usize = 1000;
 
 /// A running service: its AMI links, phones, HTTP address and journal, for status and tests.
 pub struct Service {
@@ -208,6 +215,11 @@ impl Service {
             shutdown.child_token(),
         )));
         tracing::info!(%http_addr, "HTTP listening: Action URL at /action-url/{{event}}, API at /api/v1");
+        let flags = Arc::new(WriterFlags::default());
+        let (writes, write_queue) = mpsc::channel(writer::QUEUE);
+        let writer = tokio::spawn(
+            StoreWriter::new(store.clone(), journal.clone(), flags.clone()).run(write_queue),
+        );
         let consumer = tokio::spawn(consume(
             rx,
             correlator,
@@ -216,15 +228,14 @@ impl Service {
             crate::live::Publisher::new(hub.clone()),
             consumer_gauges,
             Checkpointer {
-                store: store.clone(),
-                journal: journal.clone(),
                 interval: settings.journal.checkpoint_interval,
                 position: recovered.position,
                 last_seen: recovered.last_seen,
                 changed: false,
-                unstored: Vec::new(),
-                suspended: false,
+                writes,
+                flags,
             },
+            writer,
         ));
         Ok(Service {
             ami,
@@ -436,30 +447,27 @@ fn restore(
     Ok((correlator, point.last_seen.clone(), orphans, Some(reader)))
 }
 
-/// Saves restart points from the consumer: every `journal.checkpoint_interval` and on a clean
-/// stop, in one store transaction, the correlator's snapshot, the journal position just after
-/// the last input it handled, the API's orphan list, the per-PBX last-seen times, and any
-/// completed record whose own upsert had failed. Completed records are upserted as they
-/// complete, before any later checkpoint, so a restart from position P finds every record
-/// completed before P stored and the rest rebuilt from the journal after P.
+/// Decides when to save restart points and takes them: every `journal.checkpoint_interval`
+/// and on a clean stop, the correlator's snapshot, the journal position just after the last
+/// input it handled, the API's orphan list and the per-PBX last-seen times. The
+/// [`StoreWriter`] stores each one, in one transaction with any completed record whose own
+/// upsert had failed, after every record queued before it: so a restart from position P finds
+/// every record completed before P stored and rebuilds the rest from the journal after P.
 ///
 /// No checkpoint is saved while the journal cannot confirm the position on disk (`sync`
 /// failing), and none for the rest of the run once the live consumer missed inputs (ingest
 /// overflow) or the journal's positions became unreliable: the live state then lacks inputs
 /// the journal has, and the next start must replay them from the last good checkpoint.
 struct Checkpointer {
-    store: Store,
-    journal: Journal,
     interval: Duration,
     /// Just after the last journaled input handled.
     position: Option<Position>,
     last_seen: BTreeMap<String, DateTime<Utc>>,
     /// Something happened since the last checkpoint (an input, or outputs of a tick).
     changed: bool,
-    /// Completed records whose upsert failed; stored with the next checkpoint.
-    unstored: Vec<CallRecord>,
-    /// No more checkpoints this run (see the type docs).
-    suspended: bool,
+    /// To the store writer: completed records and checkpoints, in order.
+    writes: mpsc::Sender<WriteOp>,
+    flags: Arc<WriterFlags>,
 }
 
 impl Checkpointer {
@@ -467,78 +475,64 @@ impl Checkpointer {
         self.changed = true;
         match journaled.end {
             Some(end) => self.position = Some(end),
-            None => self.suspend("the live consumer missed inputs (ingest queue overflow)"),
+            None => self
+                .flags
+                .suspend("the live consumer missed inputs (ingest queue overflow)"),
         }
         if let Input::Ami { pbx, .. } = &journaled.entry.input {
             self.last_seen.insert(pbx.to_string(), journaled.entry.t);
         }
     }
 
-    fn suspend(&mut self, why: &str) {
-        if !self.suspended {
-            self.suspended = true;
-            tracing::warn!(
-                "no more checkpoints until restart: {why}; the next start replays the journal \
-                 from the last checkpoint"
-            );
+    /// Queues a completed record for the store. Waits only while the writer's queue is full.
+    async fn record(&mut self, record: CallRecord) {
+        tracing::info!(target: "ctibridge::calls", id = %record.id, direction = ?record.direction, disposition = ?record.disposition, "call completed");
+        if self
+            .writes
+            .send(WriteOp::Record(Box::new(record)))
+            .await
+            .is_err()
+        {
+            tracing::error!("the store writer has stopped: a completed record is not stored");
         }
     }
 
+    /// Takes a checkpoint now (if anything changed) and queues it for the writer.
     async fn save(&mut self, correlator: &Correlator, orphans: &Mutex<VecDeque<OrphanCallback>>) {
         let Some(position) = self.position else {
             return;
         };
-        if self.suspended || !self.changed {
+        let retry = self.flags.retry.swap(false, Ordering::SeqCst);
+        if self.flags.is_suspended() || !(self.changed || retry) {
             return;
         }
-        // The position must be on disk before a checkpoint may point at it.
-        if let Err(e) = self.journal.sync().await {
-            tracing::warn!(error = %e, "checkpoint skipped: journal sync failed");
-            return;
-        }
-        // Checked after the sync: the commit that wrote the position may have been the one
-        // that could not follow the planned layout.
-        if !self.journal.positions_reliable() {
-            self.suspend("journal positions are no longer exact");
-            return;
-        }
-        let snapshot = correlator.snapshot();
-        let live_calls = snapshot.live_calls();
         let orphans = {
             let kept = orphans.lock().unwrap_or_else(|p| p.into_inner());
             kept.iter().cloned().collect::<Vec<_>>()
         };
-        let encoded =
-            tokio::task::spawn_blocking(move || (snapshot.to_json(), orphans_to_json(&orphans)))
-                .await;
-        let Ok((snapshot, orphans)) = encoded else {
-            tracing::error!("checkpoint skipped: encoding the snapshot failed");
-            return;
-        };
-        let point = RestartPoint {
-            checkpoint: Checkpoint {
-                segment: position.segment,
-                offset: position.offset,
-                at: Utc::now(),
-            },
-            snapshot_version: SNAPSHOT_VERSION,
-            snapshot,
+        let point = PendingCheckpoint {
+            position,
+            snapshot: correlator.snapshot(),
             orphans,
             last_seen: self.last_seen.clone(),
         };
-        match self.store.save_restart_point(&self.unstored, &point).await {
-            Ok(()) => {
-                self.unstored.clear();
-                self.changed = false;
-                tracing::debug!(
-                    segment = position.segment,
-                    offset = position.offset,
-                    live_calls,
-                    bytes = point.snapshot.len(),
-                    "checkpoint saved"
-                );
-            }
-            Err(e) => tracing::error!(error = %e, "saving a checkpoint failed"),
+        self.changed = false;
+        if self
+            .writes
+            .send(WriteOp::Checkpoint(Box::new(point)))
+            .await
+            .is_err()
+        {
+            tracing::error!("the store writer has stopped: checkpoint not saved");
+        }
+    }
+
+    /// Waits until everything queued so far is written.
+    #[cfg(test)]
+    async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.writes.send(WriteOp::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 }
@@ -552,7 +546,8 @@ fn collect_completed(outputs: Vec<Output>, into: &mut Vec<crate::record::CallRec
 }
 
 /// The one task that owns the correlator: inputs in journal order, a tick every second for
-/// completions, completed records to the store (the checkpointer's), checkpoints.
+/// completions, completed records and checkpoints to the store writer (which it waits for
+/// at the end).
 async fn consume(
     mut rx: mpsc::Receiver<Journaled>,
     mut correlator: Correlator,
@@ -561,6 +556,7 @@ async fn consume(
     mut live: crate::live::Publisher,
     gauges: Arc<crate::metrics::ConsumerGauges>,
     mut checkpoints: Checkpointer,
+    writer: tokio::task::JoinHandle<()>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -598,19 +594,16 @@ async fn consume(
         let mut completed = Vec::new();
         collect_completed(outputs, &mut completed);
         for record in completed {
-            tracing::info!(target: "ctibridge::calls", id = %record.id, direction = ?record.direction, disposition = ?record.disposition, "call completed");
-            if let Err(e) = checkpoints.store.upsert(&record).await {
-                // Kept: the next checkpoint stores it in its own transaction (and waits for
-                // it). Until then the journal still holds the inputs.
-                tracing::error!(id = %record.id, error = %e, "storing a call record failed");
-                checkpoints.unstored.push(record);
-            }
+            checkpoints.record(record).await;
         }
         gauges.add_orphans(keep_orphans(&mut correlator, &orphans));
         gauges.observe(&correlator);
     }
-    // Clean stop: the inputs are all handled; the next start continues from here.
+    // Clean stop: the inputs are all handled; the next start continues from here. The
+    // writer ends once it has written everything queued.
     checkpoints.save(&correlator, &orphans).await;
+    drop(checkpoints);
+    let _ = writer.await;
 }
 
 /// Moves new orphan callbacks out of the correlator into the API's bounded list. Draining
@@ -747,16 +740,7 @@ mod tests {
         let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         let store = Store::open("sqlite::memory:").await.unwrap();
         let (ingest, mut rx) = Ingest::with_positions(journal.clone(), 16);
-        let mut checkpoints = Checkpointer {
-            store: store.clone(),
-            journal: journal.clone(),
-            interval: Duration::from_secs(10),
-            position: None,
-            last_seen: BTreeMap::new(),
-            changed: false,
-            unstored: Vec::new(),
-            suspended: false,
-        };
+        let (mut checkpoints, writer) = checkpointer(&store, &journal);
         let orphans = Mutex::new(VecDeque::new());
         let mut correlator = Correlator::new(CorrelatorConfig::default());
         let t = truncate_to_micros(Utc::now());
@@ -777,6 +761,7 @@ mod tests {
         checkpoints.input(&j);
         correlator.handle(&j.entry);
         checkpoints.save(&correlator, &orphans).await;
+        checkpoints.flush().await;
         let point = store.restart_point().await.unwrap().expect("saved");
         let end = j.end.unwrap();
         assert_eq!(
@@ -816,8 +801,91 @@ mod tests {
         let j = rx.recv().await.unwrap();
         checkpoints.input(&j);
         checkpoints.save(&correlator, &orphans).await;
+        checkpoints.flush().await;
         let still = store.restart_point().await.unwrap().unwrap();
         assert_eq!(still.checkpoint, point.checkpoint, "no checkpoint after it");
+        drop(checkpoints);
+        writer.await.unwrap();
+        journal.close().unwrap();
+    }
+
+    /// A checkpointer and its running store writer, as the service wires them.
+    fn checkpointer(
+        store: &Store,
+        journal: &Journal,
+    ) -> (Checkpointer, tokio::task::JoinHandle<()>) {
+        let flags = Arc::new(WriterFlags::default());
+        let (writes, queue) = mpsc::channel(writer::QUEUE);
+        let task = tokio::spawn(
+            StoreWriter::new(store.clone(), journal.clone(), flags.clone()).run(queue),
+        );
+        let checkpoints = Checkpointer {
+            interval: Duration::from_secs(10),
+            position: None,
+            last_seen: BTreeMap::new(),
+            changed: false,
+            writes,
+            flags,
+        };
+        (checkpoints, task)
+    }
+
+    /// Records completed before a checkpoint are stored when the checkpoint is, many per
+    /// transaction, and every one of them: the writer batches but drops nothing, and ends
+    /// after writing what was queued once the consumer lets go.
+    #[tokio::test]
+    async fn the_writer_stores_every_record_before_the_checkpoint_that_follows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let (ingest, mut rx) = Ingest::with_positions(journal.clone(), 16);
+        let (mut checkpoints, writer) = checkpointer(&store, &journal);
+        let scenario = crate::sim::fixtures::embedded_scenario("answered_caller_hangup").unwrap();
+        let mut correlator = Correlator::new(CorrelatorConfig::default());
+        let t = truncate_to_micros(Utc::now());
+        let mut ids = Vec::new();
+        for g in 0..600u64 {
+            for m in scenario.instantiate(g) {
+                for out in correlator.handle(&JournalEntry::new(
+                    t,
+                    Input::Ami {
+                        pbx: "pbx-a".into(),
+                        msg: m.msg,
+                    },
+                )) {
+                    if let Output::CallCompleted(record) = out {
+                        ids.push(record.id.clone());
+                        checkpoints.record(record).await;
+                    }
+                }
+            }
+        }
+        for out in correlator.finish() {
+            if let Output::CallCompleted(record) = out {
+                ids.push(record.id.clone());
+                checkpoints.record(record).await;
+            }
+        }
+        assert_eq!(ids.len(), 600, "one record per call");
+        // A journaled input gives the checkpoint its position; the checkpoint follows the
+        // records in the queue, so once it is stored they all are.
+        ingest.submit(JournalEntry::new(
+            t,
+            Input::Phone {
+                peer: "127.0.0.1".into(),
+                target: "/action-url/dnd_on".into(),
+            },
+        ));
+        checkpoints.input(&rx.recv().await.unwrap());
+        checkpoints
+            .save(&correlator, &Mutex::new(VecDeque::new()))
+            .await;
+        drop(checkpoints);
+        writer.await.unwrap();
+        assert!(store.restart_point().await.unwrap().is_some());
+        for id in &ids {
+            assert!(store.get(id).await.unwrap().is_some(), "{id} stored");
+        }
         journal.close().unwrap();
     }
 }
