@@ -863,6 +863,7 @@ fn no_local_in_timeline(label: &str, r: &CallRecord) {
 /// hangup cause to 3, and the dialplan hangs the caller up. 101 tried to call 103 and it
 /// failed: that is a call record (failed, not missed), not nothing.
 #[test]
+
 fn callee_unreachable_without_a_channel_is_a_failed_call() {
     let mut s = Script::new();
     let alice = s.caller("PJSIP/101-00000030", "101", "Alice 101", "103");
@@ -1329,7 +1330,7 @@ fn two_concurrent_calls_between_the_same_extensions_stay_apart() {
 /// `hold` of handle 1 while B rings, `call_terminated` of handle 2 after B hung up while A
 /// is still up.
 #[test]
-#[ignore = "correlator bug: Yealink/Fanvil callbacks are not kept on the leg their call handle was already matched to; with two concurrent calls between the same parties, later callbacks go to the wrong call"]
+
 fn yealink_handles_keep_concurrent_callbacks_on_their_own_call() {
     let calls = two_calls_101_to_102(|s, moment| {
         use TwoCallsAt::*;
@@ -1390,6 +1391,197 @@ fn yealink_handles_keep_concurrent_callbacks_on_their_own_call() {
         };
         assert_eq!(handle(&ra, a2).as_deref(), Some("1"), "{label}");
         assert_eq!(handle(&rb, b2).as_deref(), Some("2"), "{label}");
+    }
+}
+
+// ----- a call-start callback and the previous call between the same parties -----
+
+/// 101 calls 102 (call A, answered, 101 hangs up at 5 s); one second later, while A is still
+/// in its grace period, 101 calls 102 again (call B, answered, over at 10 s). Both phones are
+/// Yealinks: their callbacks can only be matched by account + remote party + time, and both
+/// calls have the same parties. B's call-start callbacks (101's `outgoing_call`, 102's
+/// `incoming_call`) arrive before the AMI channel they belong to (`early`) or after it; the
+/// phones give B new handles (2 and 8) or reuse A's (1 and 7).
+fn redial_101_to_102(early: bool, reuse: bool) -> (Script, [Chan; 4]) {
+    let (h101, h102) = if reuse { ("1", "7") } else { ("2", "8") };
+    let mut s = Script::new();
+    let a1 = s.caller("PJSIP/101-00000080", "101", "Alice 101", "102");
+    s.at(2).phone(&YEALINK_101, "outgoing_call", "102", "1");
+    s.at(5).sip_call_id(a1, "1-80001@10.0.0.101");
+    let a2 = s.at(10).callee("PJSIP/102-00000081", "102", "Bob 102", a1);
+    s.sip_call_id(a2, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c81");
+    s.at(15).dial_begin(a1, a2, "102");
+    s.at(60).ringing(a1, a2);
+    s.at(70).phone(&YEALINK_102, "incoming_call", "101", "7");
+    s.at(1_500).answer(a1, a2);
+    s.bridge_with(&[a2, a1]);
+    s.at(1_505)
+        .phone(&YEALINK_102, "call_established", "101", "7");
+    s.at(1_510)
+        .phone(&YEALINK_101, "call_established", "102", "1");
+    s.at(5_000).hangup(a1, 16);
+    s.at(5_010).hangup(a2, 16);
+    s.at(5_012)
+        .phone(&YEALINK_101, "call_terminated", "102", "1");
+    s.at(5_015)
+        .phone(&YEALINK_102, "call_terminated", "101", "7");
+
+    // B: A's legs are the only ones of 101 and 102 the correlator knows when an early
+    // callback arrives; they ended a second ago.
+    if early {
+        s.at(6_000)
+            .phone(&YEALINK_101, "outgoing_call", "102", h101);
+    }
+    let b1 = s
+        .at(6_050)
+        .caller("PJSIP/101-00000082", "101", "Alice 101", "102");
+    if !early {
+        s.at(6_052)
+            .phone(&YEALINK_101, "outgoing_call", "102", h101);
+    }
+    s.at(6_055).sip_call_id(b1, "1-80002@10.0.0.101");
+    if early {
+        s.at(6_058)
+            .phone(&YEALINK_102, "incoming_call", "101", h102);
+    }
+    let b2 = s
+        .at(6_060)
+        .callee("PJSIP/102-00000083", "102", "Bob 102", b1);
+    s.sip_call_id(b2, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c83");
+    s.at(6_065).dial_begin(b1, b2, "102");
+    s.at(6_100).ringing(b1, b2);
+    if !early {
+        s.at(6_110)
+            .phone(&YEALINK_102, "incoming_call", "101", h102);
+    }
+    s.at(8_000).answer(b1, b2);
+    s.bridge_with(&[b2, b1]);
+    s.at(8_005)
+        .phone(&YEALINK_102, "call_established", "101", h102);
+    s.at(8_010)
+        .phone(&YEALINK_101, "call_established", "102", h101);
+    s.at(10_000).hangup(b1, 16);
+    s.at(10_010).hangup(b2, 16);
+    s.at(10_012)
+        .phone(&YEALINK_101, "call_terminated", "102", h101);
+    s.at(10_015)
+        .phone(&YEALINK_102, "call_terminated", "101", h102);
+    (s, [a1, a2, b1, b2])
+}
+
+/// A call-start callback (`outgoing_call`, `incoming_call`) is about a call that starts: it
+/// never belongs to a leg that had already ended when it arrived. Arriving before its call's
+/// AMI channel, it waits for it instead of landing on the previous call between the same
+/// two phones (which it used to, and was then dropped there as a duplicate); before or after
+/// its AMI event, the records come out the same. A reused phone handle does not pull the new
+/// call's callbacks onto the old call either.
+#[test]
+fn call_start_callback_before_its_channel_skips_the_previous_call() {
+    let mut results = Vec::new();
+    for early in [true, false] {
+        for reuse in [false, true] {
+            let (s, [a1, a2, b1, b2]) = redial_101_to_102(early, reuse);
+            for (label, cfg) in configs() {
+                let label = &format!("early {early}, reuse {reuse}, {label}");
+                let run = run(cfg, &s);
+                assert!(
+                    run.correlator.orphans().is_empty(),
+                    "{label}: {:#?}",
+                    run.correlator.orphans()
+                );
+                assert_eq!(run.correlator.live_calls(), 0, "{label}");
+                let records = run.completed();
+                assert_eq!(records.len(), 2, "{label}: {records:#?}");
+                let find = |c: Chan| {
+                    let id = format!("{PBX}:{}", s.uid(c));
+                    records
+                        .iter()
+                        .find(|r| r.id == id)
+                        .copied()
+                        .unwrap_or_else(|| panic!("{label}: no record {id}"))
+                };
+                let (ra, rb) = (find(a1), find(b1));
+                assert_eq!(channels(ra), [s.name(a1), s.name(a2)], "{label}");
+                assert_eq!(channels(rb), [s.name(b1), s.name(b2)], "{label}");
+                let apt = "account_party_time";
+                for (r, x1, x2) in [(ra, a1, a2), (rb, b1, b2)] {
+                    let mut got = matches(r);
+                    got.sort();
+                    let mut want = vec![
+                        ("101", "outgoing_call", apt, s.uid(x1)),
+                        ("101", "call_established", apt, s.uid(x1)),
+                        ("101", "call_terminated", apt, s.uid(x1)),
+                        ("102", "incoming_call", apt, s.uid(x2)),
+                        ("102", "call_established", apt, s.uid(x2)),
+                        ("102", "call_terminated", apt, s.uid(x2)),
+                    ];
+                    want.sort();
+                    assert_eq!(got, want, "{label}: {}", r.id);
+                }
+                // The early callbacks keep their own times.
+                let start = |r: &CallRecord, event: &str| {
+                    r.correlation
+                        .iter()
+                        .find(|m| m.event == event)
+                        .map(|m| m.at)
+                };
+                let (out_at, in_at) = if early {
+                    (s.t(6_000), s.t(6_058))
+                } else {
+                    (s.t(6_052), s.t(6_110))
+                };
+                assert_eq!(start(rb, "outgoing_call"), Some(out_at), "{label}");
+                assert_eq!(start(rb, "incoming_call"), Some(in_at), "{label}");
+                let handle = |r: &CallRecord, c: Chan| {
+                    leg(r, s.name(c))
+                        .phone
+                        .as_ref()
+                        .and_then(|p| p.call_handle.clone())
+                };
+                let (h101, h102) = if reuse { ("1", "7") } else { ("2", "8") };
+                assert_eq!(handle(ra, a1).as_deref(), Some("1"), "{label}");
+                assert_eq!(handle(ra, a2).as_deref(), Some("7"), "{label}");
+                assert_eq!(handle(rb, b1).as_deref(), Some(h101), "{label}");
+                assert_eq!(handle(rb, b2).as_deref(), Some(h102), "{label}");
+                // Apart from the callbacks' own times, early or late gives the same records.
+                let mut normalised = [ra.clone(), rb.clone()];
+                for r in &mut normalised {
+                    for m in &mut r.correlation {
+                        m.at = s.t(0);
+                    }
+                    for e in &mut r.timeline {
+                        if e.source == Source::Phone {
+                            e.at = s.t(0);
+                        }
+                    }
+                    r.timeline.sort_by(|x, y| {
+                        (x.at, &x.event, &x.subject).cmp(&(y.at, &y.event, &y.subject))
+                    });
+                    r.correlation.sort_by(|x, y| {
+                        (&x.phone, &x.event, &x.uniqueid).cmp(&(&y.phone, &y.event, &y.uniqueid))
+                    });
+                }
+                results.push((
+                    (reuse, label.split(", ").last().unwrap().to_string()),
+                    early,
+                    normalised,
+                ));
+            }
+        }
+    }
+    for (key, early, recs) in &results {
+        if !early {
+            continue;
+        }
+        let late = results
+            .iter()
+            .find(|(k, e, _)| k == key && !e)
+            .map(|(_, _, r)| r)
+            .expect("the late run");
+        assert_eq!(
+            recs, late,
+            "{key:?}: early and late callbacks give the same records"
+        );
     }
 }
 

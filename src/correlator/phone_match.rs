@@ -12,6 +12,13 @@
 //!    the most recently started. Yealink/Fanvil `$call_id` is a phone-side handle: it is kept
 //!    as `leg.phone.call_handle`.
 //!
+//! A handle **sticks**: a leg that holds the callback's handle (from the same phone: MAC, else
+//! `$ip`) is the best candidate, without the party check; a leg that holds another handle of
+//! that phone is none (another of its calls). The tie lives in the leg's phone view, so it is
+//! in snapshots and follows the leg through merges. **Call-start** callbacks
+//! (`outgoing_call`, `incoming_call`) never match a leg that had ended before they came (the
+//! previous call between the same phones, still in its grace period); they wait instead.
+//!
 //! Order independence: a callback that matches nothing yet is **pending** for
 //! `phone_match_window` (its own time + window) and is retried whenever a call with that
 //! phone's endpoint or that SIP Call-ID changes; after the window it gets one last try and
@@ -20,15 +27,16 @@
 //! has no SIP Call-ID yet and is still up, so that the exact match wins when the `SIPCALLID`
 //! variable arrives a moment later.
 //!
-//! Duplicates (same phone, event and leg) are recorded once.
+//! Duplicates (same phone, event and leg) are recorded once; since a handle goes only to the
+//! leg it is tied to, that is per handle as well.
 
 use super::call::{Detail, RawCallback, Step, StepKind};
-use super::channel::LegRef;
+use super::channel::{Leg, LegRef};
 use super::text::Text;
 use super::HashMap;
 use super::{Correlator, Output};
-use crate::phone::action_url::{number_of, parse_callback, PhoneCallback};
-use crate::record::PhoneMatch;
+use crate::phone::action_url::{number_of, parse_callback, ActionUrlEvent, PhoneCallback};
+use crate::record::{PhoneMatch, PhoneView};
 use chrono::{DateTime, TimeDelta, Utc};
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
@@ -392,6 +400,57 @@ fn looks_like_sip_call_id(id: &str) -> bool {
     !id.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Events about a call that starts as the phone sends them (it dials out, or an INVITE
+/// reached it): such a callback is never about a leg that had already ended when it came.
+fn starts_a_call(event: &ActionUrlEvent) -> bool {
+    matches!(
+        event,
+        ActionUrlEvent::OutgoingCall | ActionUrlEvent::IncomingCall
+    )
+}
+
+/// How a leg stands towards the call handle of a callback (the phone's own `$call_id`, kept
+/// as the leg's `phone.call_handle` by the heuristic match that first tied it to the leg).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binding {
+    /// This phone's handle is tied to the leg: the callback is about this leg.
+    Same,
+    /// The leg is tied to another handle of this phone: another of its calls.
+    Other,
+    /// No handle of this phone on the leg yet.
+    Free,
+}
+
+/// The leg's [`Binding`] for `handle` sent by the phone of `cb`. The phone is the one the
+/// leg's view came from when their MACs agree (else their `$ip`s; with neither known, the
+/// endpoint the candidate was found by already says it).
+fn binding(leg: &Leg, cb: &PhoneCallback, handle: &str) -> Binding {
+    let Some(view) = leg.phone.as_deref() else {
+        return Binding::Free;
+    };
+    let Some(bound) = view.call_handle.as_deref() else {
+        return Binding::Free;
+    };
+    if !same_device(view, cb) {
+        return Binding::Free;
+    }
+    if bound == handle {
+        Binding::Same
+    } else {
+        Binding::Other
+    }
+}
+
+fn same_device(view: &PhoneView, cb: &PhoneCallback) -> bool {
+    if let (Some(a), Some(b)) = (&view.mac, &cb.mac) {
+        return a == b;
+    }
+    if let (Some(a), Some(b)) = (&view.ip, &cb.ip) {
+        return a == b;
+    }
+    true
+}
+
 fn is_dial_char(b: &u8) -> bool {
     b.is_ascii_digit() || *b == b'*' || *b == b'#'
 }
@@ -564,7 +623,11 @@ impl Correlator {
             .as_deref()
             .map(number_of)
             .filter(|n| !n.is_empty());
-        type Score = (TimeDelta, bool, Reverse<DateTime<Utc>>, u64, u32);
+        let handle = cb.call_id.as_deref();
+        let starts = starts_a_call(&cb.event);
+        // Not tied to this handle (false first: a leg the handle is tied to wins), distance,
+        // ended, latest start, then key and index for a total order.
+        type Score = (bool, TimeDelta, bool, Reverse<DateTime<Utc>>, u64, u32);
         let mut best: Option<(Score, LegRef)> = None;
         let mut candidates = 0usize;
         for ep in self.callback_endpoints(cb, ext) {
@@ -585,7 +648,19 @@ impl Correlator {
                     if t < leg.started_at - w || leg.ended_at.is_some_and(|e| t > e + w) {
                         continue;
                     }
-                    if let Some(remote) = remote {
+                    // A call that starts now is not one that had already ended (the previous
+                    // call between the same two phones, still in its grace period).
+                    if starts && leg.ended_at.is_some_and(|e| e < t) {
+                        continue;
+                    }
+                    let bound = handle.map_or(Binding::Free, |h| binding(leg, cb, h));
+                    if bound == Binding::Other {
+                        continue; // another call of this phone
+                    }
+                    let tied = bound == Binding::Same;
+                    // The handle says which call it is; the remote party may have changed
+                    // since (a transfer), so it is only checked for a leg not tied yet.
+                    if let (Some(remote), false) = (remote, tied) {
                         if !record_party(conv, i, remote) {
                             continue;
                         }
@@ -600,6 +675,7 @@ impl Correlator {
                         }
                     };
                     let score = (
+                        !tied,
                         distance,
                         leg.ended_at.is_some(),
                         Reverse(leg.started_at),
@@ -618,11 +694,11 @@ impl Correlator {
                 }
             }
         }
-        let (_, r) = best?;
-        if remote.is_none() && candidates > 1 {
+        let ((untied, ..), r) = best?;
+        if remote.is_none() && candidates > 1 && untied {
             return None;
         }
-        if !final_try && cb.call_id.as_deref().is_some_and(looks_like_sip_call_id) {
+        if untied && !final_try && cb.call_id.as_deref().is_some_and(looks_like_sip_call_id) {
             let leg = self.leg(r)?;
             if leg.sip_call_id.is_none() && leg.ended_at.is_none() {
                 return None; // the exact match may still come

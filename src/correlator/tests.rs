@@ -1149,6 +1149,9 @@ fn arb_entry() -> impl Strategy<Value = JournalEntry> {
         "/action-url/incoming_call?call-id=abc&active_user=101&remote=102",
         "/action-url/call_established?active_user=102&remote=101&call_id=5",
         "/action-url/call_terminated?local=103",
+        "/action-url/outgoing_call?mac=001565000101&active_user=101&remote=102&call_id=1",
+        "/action-url/incoming_call?mac=001565000102&active_user=102&remote=101&call_id=2",
+        "/action-url/hold?mac=001565000102&active_user=102&call_id=2",
         "/action-url/dnd_on",
         "/action-url/x/y/z",
         "??",
@@ -1246,4 +1249,100 @@ fn a_flood_of_unmatched_callbacks_stays_bounded() {
         super::phone_match::MAX_PENDING_CALLBACKS
     );
     assert_eq!(c.orphans().len(), 5, "the oldest gave up early, as orphans");
+}
+
+// ----- phone call handles -----
+
+/// Two concurrent calls 101 → 102 (the second starts 5 s later, on both phones' second
+/// line). 102 is a Yealink: its callbacks carry its own call handle (7 for the first call, 8
+/// for the second), so they can only be matched by account + remote party + time, and both
+/// calls have the same parties. A handle stays on the leg it was first tied to.
+fn two_calls_with_yealink_handles() -> Vec<JournalEntry> {
+    const A2: Ch = Ch {
+        name: "PJSIP/101-00000003",
+        uid: "100.3",
+        lid: "100.3",
+        num: "101",
+        exten: "102",
+    };
+    const B2: Ch = Ch {
+        name: "PJSIP/102-00000004",
+        uid: "100.4",
+        lid: "100.3",
+        num: "102",
+        exten: "s",
+    };
+    let second: Vec<JournalEntry> = call(A2, B2, Some(20_000))
+        .into_iter()
+        .map(|mut e| {
+            e.t += TimeDelta::seconds(5);
+            e
+        })
+        .collect();
+    let cb = |ms: i64, event: &str, remote: &str, handle: &str| {
+        phone(
+            at(ms),
+            &format!(
+                "/action-url/{event}?mac=001565000102&active_user=102&remote={remote}&call_id={handle}"
+            ),
+        )
+    };
+    with(
+        with(call(A, B, Some(30_000)), second),
+        vec![
+            // Only the first call exists: handle 7 is tied to B.
+            cb(60, "incoming_call", "101", "7"),
+            // 102 holds the first call as the second one rings, before any callback of the
+            // second call, without a remote (the phone left `$remote` unfilled): by party
+            // and time B and B2 would do, by handle only B.
+            cb(5_030, "hold", "$remote", "7"),
+            // 8 is not 7, so not B.
+            cb(5_060, "incoming_call", "101", "8"),
+            // A remote that is no party of either call (it changed on the phone): the
+            // handle still says which call it is.
+            cb(9_000, "call_established", "5550199", "8"),
+            // The first callback again: a duplicate of handle 7's, on B.
+            cb(9_500, "incoming_call", "101", "7"),
+            // A third call of the phone that AMI never shows: both legs belong to other
+            // handles of this phone, so it waits and becomes an orphan.
+            cb(10_000, "incoming_call", "101", "9"),
+        ],
+    )
+}
+
+#[test]
+fn a_phone_handle_stays_on_the_leg_it_was_first_tied_to() {
+    let input = two_calls_with_yealink_handles();
+    let (out, c) = run(CorrelatorConfig::default(), &input, at(60_000));
+    let records = completed(&out);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let seen = |id: &str| -> Vec<(String, Option<String>)> {
+        let r = records.iter().find(|r| r.id == id).expect(id);
+        r.correlation
+            .iter()
+            .map(|m| (m.event.clone(), m.uniqueid.clone()))
+            .collect()
+    };
+    let m = |e: &str, u: &str| (e.to_string(), Some(u.to_string()));
+    assert_eq!(
+        seen("default:100.1"),
+        [m("incoming_call", "100.2"), m("hold", "100.2")]
+    );
+    assert_eq!(
+        seen("default:100.3"),
+        [m("incoming_call", "100.4"), m("call_established", "100.4")]
+    );
+    let orphans: Vec<_> = c
+        .orphans()
+        .iter()
+        .map(|o| (o.callback.call_id.as_deref(), &o.reason))
+        .collect();
+    assert_eq!(orphans, [(Some("9"), &OrphanReason::NoMatchingCall)]);
+}
+
+#[test]
+fn handle_ties_survive_a_restart_anywhere() {
+    let input = two_calls_with_yealink_handles();
+    let cuts: Vec<usize> = (0..=input.len()).collect();
+    check_restarts(&CorrelatorConfig::default(), &input, &cuts);
 }
