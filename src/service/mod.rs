@@ -234,8 +234,8 @@ impl Service {
                 changed: false,
                 writes,
                 flags,
+                writer,
             },
-            writer,
         ));
         Ok(Service {
             ami,
@@ -468,6 +468,8 @@ struct Checkpointer {
     /// To the store writer: completed records and checkpoints, in order.
     writes: mpsc::Sender<WriteOp>,
     flags: Arc<WriterFlags>,
+    /// The store writer task (see [`writer`]).
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Checkpointer {
@@ -527,6 +529,12 @@ impl Checkpointer {
         }
     }
 
+    /// Lets the writer go and waits until it has written everything queued.
+    async fn finish(self) {
+        drop(self.writes);
+        let _ = self.writer.await;
+    }
+
     /// Waits until everything queued so far is written.
     #[cfg(test)]
     async fn flush(&self) {
@@ -556,7 +564,6 @@ async fn consume(
     mut live: crate::live::Publisher,
     gauges: Arc<crate::metrics::ConsumerGauges>,
     mut checkpoints: Checkpointer,
-    writer: tokio::task::JoinHandle<()>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -602,8 +609,7 @@ async fn consume(
     // Clean stop: the inputs are all handled; the next start continues from here. The
     // writer ends once it has written everything queued.
     checkpoints.save(&correlator, &orphans).await;
-    drop(checkpoints);
-    let _ = writer.await;
+    checkpoints.finish().await;
 }
 
 /// Moves new orphan callbacks out of the correlator into the API's bounded list. Draining
@@ -740,7 +746,7 @@ mod tests {
         let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         let store = Store::open("sqlite::memory:").await.unwrap();
         let (ingest, mut rx) = Ingest::with_positions(journal.clone(), 16);
-        let (mut checkpoints, writer) = checkpointer(&store, &journal);
+        let mut checkpoints = checkpointer(&store, &journal);
         let orphans = Mutex::new(VecDeque::new());
         let mut correlator = Correlator::new(CorrelatorConfig::default());
         let t = truncate_to_micros(Utc::now());
@@ -804,30 +810,26 @@ mod tests {
         checkpoints.flush().await;
         let still = store.restart_point().await.unwrap().unwrap();
         assert_eq!(still.checkpoint, point.checkpoint, "no checkpoint after it");
-        drop(checkpoints);
-        writer.await.unwrap();
+        checkpoints.finish().await;
         journal.close().unwrap();
     }
 
     /// A checkpointer and its running store writer, as the service wires them.
-    fn checkpointer(
-        store: &Store,
-        journal: &Journal,
-    ) -> (Checkpointer, tokio::task::JoinHandle<()>) {
+    fn checkpointer(store: &Store, journal: &Journal) -> Checkpointer {
         let flags = Arc::new(WriterFlags::default());
         let (writes, queue) = mpsc::channel(writer::QUEUE);
-        let task = tokio::spawn(
+        let writer = tokio::spawn(
             StoreWriter::new(store.clone(), journal.clone(), flags.clone()).run(queue),
         );
-        let checkpoints = Checkpointer {
+        Checkpointer {
             interval: Duration::from_secs(10),
             position: None,
             last_seen: BTreeMap::new(),
             changed: false,
             writes,
             flags,
-        };
-        (checkpoints, task)
+            writer,
+        }
     }
 
     /// Records completed before a checkpoint are stored when the checkpoint is, many per
@@ -839,7 +841,7 @@ mod tests {
         let journal = Journal::open(dir.path(), JournalOptions::default()).unwrap();
         let store = Store::open("sqlite::memory:").await.unwrap();
         let (ingest, mut rx) = Ingest::with_positions(journal.clone(), 16);
-        let (mut checkpoints, writer) = checkpointer(&store, &journal);
+        let mut checkpoints = checkpointer(&store, &journal);
         let scenario = crate::sim::fixtures::embedded_scenario("answered_caller_hangup").unwrap();
         let mut correlator = Correlator::new(CorrelatorConfig::default());
         let t = truncate_to_micros(Utc::now());
@@ -880,8 +882,7 @@ mod tests {
         checkpoints
             .save(&correlator, &Mutex::new(VecDeque::new()))
             .await;
-        drop(checkpoints);
-        writer.await.unwrap();
+        checkpoints.finish().await;
         assert!(store.restart_point().await.unwrap().is_some());
         for id in &ids {
             assert!(store.get(id).await.unwrap().is_some(), "{id} stored");
