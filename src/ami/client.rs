@@ -575,8 +575,22 @@ impl AmiClient {
         let mut ping = tokio::time::interval(self.opts.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.reset();
+        // One timer and one cancellation waiter for the whole session, re-armed only when
+        // the earliest action deadline changes: this loop turns once per AMI message, and a
+        // fresh `sleep_until` / `cancelled()` each turn would register and remove a timer
+        // and a waiter thousands of times a second.
+        let shutdown = self.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let action_timeout = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(action_timeout);
         loop {
-            let deadline = session.next_deadline();
+            let deadline = session.earliest_deadline();
+            if let Some(deadline) = deadline {
+                if action_timeout.deadline() != deadline {
+                    action_timeout.as_mut().reset(deadline);
+                }
+            }
             tokio::select! {
                 m = self.inlet.next_message(reader) => {
                     let (msg, at) = m?;
@@ -595,12 +609,12 @@ impl AmiClient {
                     let action = AmiMessage::action("Ping").field("ActionID", id.clone());
                     session.start(id, action.build(), None, self.opts.ping_timeout, PendingKind::Ping);
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut action_timeout, if deadline.is_some() => {
                     if session.expire() {
                         return Err(SessionError::PingTimeout(self.opts.ping_timeout));
                     }
                 }
-                _ = self.shutdown.cancelled() => {
+                _ = &mut cancelled => {
                     if let Ok(logoff) = AmiMessage::action("Logoff").build() {
                         let _ = session.out.send(logoff);
                     }
@@ -713,11 +727,13 @@ impl Session {
 
     /// The earliest deadline of a pending action (far future when none).
     fn next_deadline(&self) -> Instant {
-        self.pending
-            .values()
-            .map(|p| p.deadline)
-            .min()
+        self.earliest_deadline()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// The earliest deadline of an action waiting for its response, if any waits.
+    fn earliest_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
     }
 
     /// Fails every action past its deadline; true if a Ping was among them.
