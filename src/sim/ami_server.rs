@@ -114,6 +114,8 @@ struct State {
     channels: Vec<LiveChannel>,
     received: Vec<AmiMessage>,
     sent: Vec<SentMessage>,
+    /// Whether `sent` grows (see [`AmiServer::keep_sent_log`]).
+    sent_log_off: bool,
     reject: usize,
     accepted: u64,
     next_session: u64,
@@ -235,7 +237,19 @@ impl AmiServer {
         self.inner.lock().received.clone()
     }
 
-    /// Every message written completely to a client socket, in write order.
+    /// Turns the [`AmiServer::sent_log`] on (the default, for tests) or off. A long run (the
+    /// demo, a load benchmark) turns it off: it keeps every message ever written, so it would
+    /// grow without end, and copying it as it grows stalls the writer.
+    pub fn keep_sent_log(&self, on: bool) {
+        let mut st = self.inner.lock();
+        st.sent_log_off = !on;
+        if !on {
+            st.sent = Vec::new();
+        }
+    }
+
+    /// Every message written completely to a client socket, in write order (empty while
+    /// [`AmiServer::keep_sent_log`] is off).
     pub fn sent_log(&self) -> Vec<SentMessage> {
         self.inner.lock().sent.clone()
     }
@@ -401,7 +415,12 @@ async fn write_session(
                         }
                     }
                     wr.write_all(msg.raw()).await?;
-                    inner.lock().sent.push(SentMessage { session: id, msg });
+                    {
+                        let mut st = inner.lock();
+                        if !st.sent_log_off {
+                            st.sent.push(SentMessage { session: id, msg });
+                        }
+                    }
                     if let Some(left) = budget.as_mut() {
                         *left -= len;
                         if *left == 0 {
@@ -1254,6 +1273,28 @@ mod tests {
         assert_eq!(log[0].get("Message"), Some("Authentication accepted"));
         assert_eq!(log[1].get("Event"), Some("FullyBooted"));
         assert_eq!(&log[2..], &expected[..]);
+    }
+
+    /// With the log off, messages are still delivered but no longer kept; on again, kept.
+    #[tokio::test]
+    async fn the_sent_log_can_be_turned_off_for_long_runs() {
+        let messages = embedded_scenario("busy_486").unwrap().instantiate(4);
+        let server = server(false).await;
+        let mut c = Client::connect(&server).await;
+        c.login_plain(None).await;
+        c.recv().await; // FullyBooted
+        server.keep_sent_log(false);
+        assert!(server.sent_log().is_empty(), "turning it off empties it");
+        server.play(&messages[..3], 0.0).await;
+        for m in &messages[..3] {
+            assert_eq!(&c.recv().await, &m.msg, "still delivered");
+        }
+        assert!(server.sent_log().is_empty());
+        server.keep_sent_log(true);
+        server.play(&messages[3..4], 0.0).await;
+        assert_eq!(&c.recv().await, &messages[3].msg);
+        let log: Vec<AmiMessage> = server.sent_log().into_iter().map(|s| s.msg).collect();
+        assert_eq!(log, vec![messages[3].msg.clone()]);
     }
 
     #[tokio::test]
