@@ -21,6 +21,7 @@
 //! has, so it must not be saved as a checkpoint (see [`Journaled::end`]).
 
 use crate::journal::{Input, Journal, JournalEntry, Position};
+use crate::phone::action_url::PhoneCallback;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,10 @@ pub struct Journaled {
     /// input that is not in the journal: the live-only overflow gap (the live consumer missed
     /// inputs the journal has), or an input that arrived after the journal was closed.
     pub end: Option<Position>,
+    /// A phone callback as the receiver parsed it from the entry's own target
+    /// ([`crate::phone::action_url::parse_target`]), so the consumer need not parse it again
+    /// ([`crate::correlator::Correlator::handle_parsed`]). `None` for other inputs.
+    pub callback: Option<Arc<PhoneCallback>>,
 }
 
 /// Where forwarded inputs go: plain entries, or entries with their journal positions.
@@ -72,13 +77,20 @@ impl Tx {
         &self,
         entry: JournalEntry,
         end: Option<Position>,
+        callback: Option<Arc<PhoneCallback>>,
     ) -> Result<(), TrySendError<JournalEntry>> {
         match self {
             Tx::Plain(tx) => tx.try_send(entry),
-            Tx::Positioned(tx) => tx.try_send(Journaled { entry, end }).map_err(|e| match e {
-                TrySendError::Full(j) => TrySendError::Full(j.entry),
-                TrySendError::Closed(j) => TrySendError::Closed(j.entry),
-            }),
+            Tx::Positioned(tx) => tx
+                .try_send(Journaled {
+                    entry,
+                    end,
+                    callback,
+                })
+                .map_err(|e| match e {
+                    TrySendError::Full(j) => TrySendError::Full(j.entry),
+                    TrySendError::Closed(j) => TrySendError::Closed(j.entry),
+                }),
         }
     }
 }
@@ -129,13 +141,28 @@ impl Ingest {
 
     /// Journals `entry`, then forwards it to the consumer without waiting (see module docs).
     pub fn submit(&self, entry: JournalEntry) {
+        self.submit_with(entry, None);
+    }
+
+    /// [`Ingest::submit`] for a phone callback the receiver has parsed from the entry's own
+    /// target: the consumer gets the parse with it (see [`Journaled::callback`]).
+    pub fn submit_callback(&self, entry: JournalEntry, callback: Arc<PhoneCallback>) {
+        self.submit_with(entry, Some(callback));
+    }
+
+    fn submit_with(&self, entry: JournalEntry, callback: Option<Arc<PhoneCallback>>) {
         self.journal
-            .append_then(entry, |entry, end| self.forward(entry, end));
+            .append_then(entry, |entry, end| self.forward(entry, end, callback));
         self.stats.journaled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs under the journal lock, so forwarding order is journal order.
-    fn forward(&self, entry: JournalEntry, end: Option<Position>) {
+    fn forward(
+        &self,
+        entry: JournalEntry,
+        end: Option<Position>,
+        callback: Option<Arc<PhoneCallback>>,
+    ) {
         let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(missed) = overflow.as_ref() {
             let gap = JournalEntry {
@@ -150,7 +177,7 @@ impl Ingest {
                     ),
                 },
             };
-            match self.tx.try_send(gap, None) {
+            match self.tx.try_send(gap, None, None) {
                 Ok(()) => {
                     *overflow = None;
                     self.stats.overflow_gaps.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +186,7 @@ impl Ingest {
                 Err(TrySendError::Closed(_)) => return,
             }
         }
-        match self.tx.try_send(entry, end) {
+        match self.tx.try_send(entry, end, callback) {
             Ok(()) => {
                 self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
             }

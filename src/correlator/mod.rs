@@ -271,11 +271,23 @@ impl Correlator {
 
     /// Feeds one journal entry; returns what changed.
     pub fn handle(&mut self, entry: &JournalEntry) -> Vec<Output> {
+        self.handle_parsed(entry, None)
+    }
+
+    /// [`Correlator::handle`] for a phone callback the receiver has parsed already, with
+    /// [`crate::phone::action_url::parse_target`] from the entry's own target (so the result
+    /// is what `handle` would compute): the live path parses each callback once. `callback`
+    /// is ignored for other inputs.
+    pub fn handle_parsed(
+        &mut self,
+        entry: &JournalEntry,
+        callback: Option<crate::phone::action_url::PhoneCallback>,
+    ) -> Vec<Output> {
         let t = entry.t;
         self.advance(t);
         match &entry.input {
             Input::Ami { pbx, msg } => self.on_ami(t, pbx, msg),
-            Input::Phone { peer, target } => self.on_phone(t, peer, target),
+            Input::Phone { peer, target } => self.on_phone(t, peer, target, callback),
             Input::Gap {
                 pbx,
                 from,

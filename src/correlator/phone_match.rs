@@ -35,10 +35,11 @@ use super::channel::{Leg, LegRef};
 use super::text::Text;
 use super::HashMap;
 use super::{Correlator, Output};
-use crate::phone::action_url::{number_of, parse_callback, ActionUrlEvent, PhoneCallback};
+use crate::phone::action_url::{
+    number_of, parse_callback, split_target, ActionUrlEvent, PhoneCallback,
+};
 use crate::record::{PhoneMatch, PhoneView};
 use chrono::{DateTime, TimeDelta, Utc};
-use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -377,23 +378,6 @@ impl Correlator {
     }
 }
 
-/// `/action-url/[secret/]{event}?query` → (event, query). Anything else is not a callback.
-fn split_target(target: &str) -> Option<(String, &str)> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let at = segments
-        .iter()
-        .position(|s| s.eq_ignore_ascii_case("action-url"))?;
-    let rest = &segments[at + 1..];
-    if rest.is_empty() || rest.len() > 2 {
-        return None;
-    }
-    let event = percent_decode_str(rest[rest.len() - 1])
-        .decode_utf8_lossy()
-        .into_owned();
-    Some((event, query))
-}
-
 /// A phone's `$call_id` that is not a plain number is taken for a SIP Call-ID (Yealink and
 /// Fanvil handles are small integers such as `33093`).
 fn looks_like_sip_call_id(id: &str) -> bool {
@@ -479,11 +463,24 @@ pub(super) fn same_number(a: &str, b: &str) -> bool {
 }
 
 impl Correlator {
-    pub(super) fn on_phone(&mut self, t: DateTime<Utc>, peer: &str, target: &str) {
-        let Some((event, query)) = split_target(target) else {
-            return; // not a phone callback: ignored
+    /// `parsed`: the callback as [`crate::phone::action_url::parse_target`] reads `target`,
+    /// when the receiver already did (the live path); otherwise it is parsed here (replay).
+    pub(super) fn on_phone(
+        &mut self,
+        t: DateTime<Utc>,
+        peer: &str,
+        target: &str,
+        parsed: Option<PhoneCallback>,
+    ) {
+        let cb = match parsed {
+            Some(cb) => cb,
+            None => {
+                let Some((event, query)) = split_target(target) else {
+                    return; // not a phone callback: ignored
+                };
+                parse_callback(&event, query.as_bytes())
+            }
         };
-        let cb = parse_callback(&event, query.as_bytes());
         let ext = self.callback_extension(&cb);
         if !cb.event.is_call_event() {
             self.emit(Output::PhoneEvent {

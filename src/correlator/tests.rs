@@ -869,6 +869,50 @@ fn same_input_same_output() {
     assert!(a.iter().any(|o| matches!(o, Output::PhoneEvent { .. })));
 }
 
+/// The live path hands the correlator the receiver's parse of each callback
+/// (`handle_parsed`, from `parse_target` of the journaled target); a replay parses the
+/// target itself (`handle`). Both give the very same outputs and state, including for
+/// callbacks with problems, a secret path segment, unfilled variables and non-callbacks.
+#[test]
+fn a_callback_parsed_by_the_receiver_gives_what_a_replay_gives() {
+    let mut input = rich_input();
+    input = with(
+        input,
+        vec![
+            phone(
+                at(3_200),
+                "/action-url/s3cret/call%20established?remote=$remote&mac=00:15:65:AA:BB:CC&x=%zz",
+            ),
+            phone(
+                at(3_300),
+                "/action-url/incoming_call?remote=%2B1555&remote=2&active_user=104",
+            ),
+            phone(at(3_400), "/favicon.ico"),
+        ],
+    );
+    let end = input.last().unwrap().t + TimeDelta::seconds(60);
+    let (replayed, r) = run(CorrelatorConfig::default(), &input, end);
+    let mut live = Correlator::new(CorrelatorConfig::default());
+    let mut out = Vec::new();
+    let mut parsed = 0;
+    for e in &input {
+        let cb = match &e.input {
+            Input::Phone { target, .. } => crate::phone::action_url::parse_target(target),
+            _ => None,
+        };
+        parsed += usize::from(cb.is_some());
+        out.extend(live.handle_parsed(e, cb));
+    }
+    out.extend(live.tick(end));
+    assert_eq!(
+        parsed, 7,
+        "every callback but the favicon was parsed by the receiver"
+    );
+    assert_eq!(json(&out), json(&replayed));
+    assert_eq!(live.orphans(), r.orphans());
+    assert_eq!(live.snapshot().to_json(), r.snapshot().to_json());
+}
+
 /// What a restart does with `c`'s state: snapshot → JSON → read back → restore with `cfg`.
 /// The restored correlator writes the very same snapshot again.
 fn restarted(c: &Correlator, cfg: &CorrelatorConfig) -> Correlator {

@@ -14,7 +14,7 @@ use super::auth::constant_time_eq;
 use super::lenient::RAW_TARGET_HEADER;
 use super::AppState;
 use crate::journal::{truncate_to_micros, Input, JournalEntry};
-use crate::phone::action_url::{parse_callback, ActionUrlEvent};
+use crate::phone::action_url::{parse_callback, parse_target, ActionUrlEvent};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The largest POST body (form variables) read from a phone; the rest is ignored.
 const MAX_POST_BODY: usize = 1024 * 1024;
@@ -253,20 +254,52 @@ async fn receive(
         Cow::Owned(joined)
     };
     let t = truncate_to_micros(Utc::now());
-    state.ingest.submit(JournalEntry {
+    let query_of = |target: &[u8]| -> Vec<u8> {
+        target
+            .iter()
+            .position(|&b| b == b'?')
+            .map(|q| target[q + 1..].to_vec())
+            .unwrap_or_default()
+    };
+    let (target, callback, forwarded) = match String::from_utf8_lossy(&target) {
+        // The usual case: parsed from the very string that is journaled, as a replay reads
+        // it, so the consumer takes this parse instead of repeating it
+        // (`Correlator::handle_parsed`).
+        Cow::Borrowed(text) => {
+            let text = text.to_string();
+            match parse_target(&text) {
+                Some(cb) => {
+                    let cb = Arc::new(cb);
+                    (text, cb.clone(), Some(cb))
+                }
+                // Routed here, yet not a callback as a replay reads targets: the correlator
+                // ignores it; the registry still learns from it.
+                None => {
+                    let cb = parse_callback(event, &query_of(text.as_bytes()));
+                    (text, Arc::new(cb), None)
+                }
+            }
+        }
+        // Bytes that are not UTF-8: the journal keeps the target with U+FFFD in their place
+        // (which is what the consumer parses), while the registry and the problem counters
+        // get the raw bytes, so the invalid UTF-8 is reported.
+        Cow::Owned(text) => {
+            let cb = parse_callback(event, &query_of(&target));
+            (text, Arc::new(cb), None)
+        }
+    };
+    let entry = JournalEntry {
         t,
         input: Input::Phone {
             peer: peer.ip().to_string(),
-            target: String::from_utf8_lossy(&target).into_owned(),
+            target,
         },
-    });
+    };
+    match forwarded {
+        Some(cb) => state.ingest.submit_callback(entry, cb),
+        None => state.ingest.submit(entry),
+    }
 
-    let query = target
-        .iter()
-        .position(|&b| b == b'?')
-        .map(|q| &target[q + 1..])
-        .unwrap_or(&[]);
-    let callback = parse_callback(event, query);
     state
         .callback_stats
         .record(&callback.event, CallbackResult::Accepted);

@@ -949,6 +949,32 @@ fn is_unfilled(value: &str) -> bool {
 
 /// Parses one callback: `event` as received in the path, `raw_query` the bytes after `?`.
 /// Never fails, never panics; see the module docs for the rules.
+/// `/action-url/[secret/]{event}?query` → (event, query). Anything else is not a callback.
+pub fn split_target(target: &str) -> Option<(String, &str)> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let at = segments
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case("action-url"))?;
+    let rest = &segments[at + 1..];
+    if rest.is_empty() || rest.len() > 2 {
+        return None;
+    }
+    let event = percent_encoding::percent_decode_str(rest[rest.len() - 1])
+        .decode_utf8_lossy()
+        .into_owned();
+    Some((event, query))
+}
+
+/// A journaled callback target (`/action-url/[secret/]{event}?query`) parsed, exactly as the
+/// correlator reads it on replay; `None` when the target is not a callback. The receiver
+/// parses with this, from the very string it journals, so that what the live correlator is
+/// handed equals what a replay of the journal computes.
+pub fn parse_target(target: &str) -> Option<PhoneCallback> {
+    let (event, query) = split_target(target)?;
+    Some(parse_callback(&event, query.as_bytes()))
+}
+
 pub fn parse_callback(event: &str, raw_query: &[u8]) -> PhoneCallback {
     let mut cb = PhoneCallback {
         event: ActionUrlEvent::from_name(event),
