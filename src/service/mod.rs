@@ -47,6 +47,10 @@ use writer::{PendingCheckpoint, StoreWriter, WriteOp, WriterFlags};
 
 mod writer;
 
+/// The consumer lets the HTTP and AMI tasks on its worker run after this many inputs
+/// (tokio's own budget is 128, about a millisecond of correlator work at full load).
+const YIELD_EVERY: u32 = 16;
+
 /// How many unmatched phone callbacks the API keeps (the newest).
 pub const ORPHANS_KEPT: usize = 1000;
 
@@ -572,7 +576,12 @@ async fn consume(
         checkpoints.interval,
     );
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut handled = 0u32;
     loop {
+        handled = handled.wrapping_add(1);
+        if handled % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
         let outputs = tokio::select! {
             entry = rx.recv() => match entry {
                 None => break,
@@ -583,7 +592,11 @@ async fn consume(
                     control.on_input(&entry);
                     live.input(&entry);
                     gauges.input_done();
-                    correlator.handle(&entry)
+                    // The receiver's parse, moved out unless the receiver still holds it.
+                    let callback = journaled
+                        .callback
+                        .map(|cb| Arc::try_unwrap(cb).unwrap_or_else(|shared| (*shared).clone()));
+                    correlator.handle_parsed(&entry, callback)
                 }
             },
             _ = tick.tick() => correlator.tick(truncate_to_micros(Utc::now())),
@@ -794,6 +807,7 @@ mod tests {
                 },
             ),
             end: None,
+            callback: None,
         };
         checkpoints.input(&gap);
         correlator.handle(&gap.entry);
