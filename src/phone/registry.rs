@@ -376,28 +376,43 @@ fn address_ip(address: &str) -> Option<IpAddr> {
 }
 
 /// Updates identity, address and state from one callback.
+/// Sets `field` to `value` when one is given and differs (no allocation otherwise).
+fn learn_text(field: &mut Option<String>, value: Option<&str>) {
+    if let Some(value) = value {
+        if field.as_deref() != Some(value) {
+            *field = Some(value.to_string());
+        }
+    }
+}
+
 fn learn(phone: &mut PhoneInfo, cb: &PhoneCallback, ip: IpAddr, at: DateTime<Utc>) {
-    if let Some(mac) = &cb.mac {
-        phone.mac = Some(mac.clone());
+    // Every callback passes here (the ingest hot path): fields are only rewritten when they
+    // change, so a phone repeating itself costs no allocation.
+    learn_text(&mut phone.mac, cb.mac.as_deref());
+    learn_text(&mut phone.model, cb.model.as_deref());
+    learn_text(&mut phone.firmware, cb.firmware.as_deref());
+    if phone
+        .ip
+        .as_deref()
+        .and_then(|known| known.parse::<IpAddr>().ok())
+        != Some(ip)
+    {
+        phone.ip = Some(ip.to_string());
     }
-    if cb.model.is_some() {
-        phone.model = cb.model.clone();
-    }
-    if cb.firmware.is_some() {
-        phone.firmware = cb.firmware.clone();
-    }
-    phone.ip = Some(ip.to_string());
     // Follow an IP change: same port, new address.
     if phone.configured && address_ip(&phone.configured_address) != Some(ip) {
         if let Ok(configured) = phone.configured_address.parse::<SocketAddr>() {
-            phone.address = SocketAddr::new(ip, configured.port()).to_string();
+            let moved = SocketAddr::new(ip, configured.port());
+            if phone.address.parse::<SocketAddr>().ok() != Some(moved) {
+                phone.address = moved.to_string();
+            }
         }
-    } else {
+    } else if phone.address != phone.configured_address {
         phone.address = phone.configured_address.clone();
     }
     let s = &mut phone.state;
     s.last_seen = Some(at);
-    s.last_event = Some(cb.event.as_str().to_string());
+    learn_text(&mut s.last_event, Some(cb.event.as_str()));
     let remote = cb
         .remote
         .clone()
