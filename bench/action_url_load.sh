@@ -40,6 +40,6 @@ fi
 pid=$!
 for _ in $(seq 50); do curl -fsS http://127.0.0.1:18080/healthz >/dev/null 2>&1 && break; sleep 0.1; done
 url='http://127.0.0.1:18080/action-url/call_established?mac=001565aabb01&ip=127.0.0.1&model=SIP-T46S&firmware=66.86.0.15&active_user=101&active_host=pbx&local=101&remote=%2B15550100&display_local=Alice&display_remote=Bob&call_id=33093'
-"${load[@]}" -c"$connections" -d"$duration" --latency "$url"
+"${load[@]}" -c"$connections" -d"$duration" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url"
 kill -INT "$pid"; wait "$pid" || true
 echo "journal lines written: $(cat "$work"/journal/*.jsonl | wc -l)"
