@@ -8,6 +8,8 @@
 # machine wrk and the server share the cores, so the figure is a floor, not a ceiling.
 # PIN=1 puts the server (one tokio worker) on core 0 and wrk on core 1, so they do not
 # preempt each other.
+# WRK_THREADS=N sets wrk's threads (default 2; with 1, wrk itself becomes the bottleneck
+# near 40k req/s). WRK_SCRIPT=file.lua passes a wrk Lua script (e.g. a `delay()` for pacing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
@@ -31,7 +33,7 @@ vendor = "yealink"
 mac = "001565aabb01"
 TOML
 server=(./target/release/ctibridge serve --config "$work/ctibridge.toml")
-load=(wrk -t2)
+load=(wrk -t"${WRK_THREADS:-2}")
 if [ "${PIN:-0}" = 1 ]; then
   server=(env TOKIO_WORKER_THREADS=1 taskset -c 0 "${server[@]}")
   load=(taskset -c 1 wrk -t1)
