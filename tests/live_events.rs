@@ -23,37 +23,7 @@ mod common;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn settings(ami: &AmiServer, dir: &Path, live: &str) -> config::Settings {
-    let text = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-[storage]
-url = "sqlite://{db}"
-[journal]
-dir = {journal:?}
-fsync_interval = "5ms"
-[correlation]
-grace = "200ms"
-[[pbx]]
-host = "127.0.0.1"
-port = {port}
-username = "bridge"
-secret = "s3cret"
-reconnect_initial = "50ms"
-[[api.tokens]]
-token = "reader"
-scopes = ["read"]
-[[api.tokens]]
-token = "dialer"
-scopes = ["dial"]
-[live]
-{live}
-"#,
-        db = dir.join("calls.db").display(),
-        journal = dir.join("journal").display().to_string(),
-        port = ami.local_addr().port(),
-    );
-    config::load_from_str(&text, &[]).expect("test config")
+    common::service_settings(ami, dir, &format!("[live]\n{live}"))
 }
 
 async fn start(live: &str) -> (AmiServer, Service, tempfile::TempDir) {

@@ -12,36 +12,8 @@ use std::time::Duration;
 
 mod common;
 
-fn settings(ami: &AmiServer, dir: &Path) -> ctibridge::config::Settings {
-    let text = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-[storage]
-url = "sqlite://{db}"
-[journal]
-dir = {journal:?}
-fsync_interval = "5ms"
-[correlation]
-grace = "200ms"
-[[pbx]]
-host = "127.0.0.1"
-port = {port}
-username = "bridge"
-secret = "s3cret"
-reconnect_initial = "50ms"
-[[api.tokens]]
-token = "reader"
-scopes = ["read"]
-[[api.tokens]]
-token = "dialer"
-scopes = ["dial"]
-"#,
-        db = dir.join("calls.db").display(),
-        journal = dir.join("journal").display().to_string(),
-        port = ami.local_addr().port(),
-    );
-    config::load_from_str(&text, &[]).expect("test config")
+fn settings(ami: &AmiServer, dir: &Path) -> config::Settings {
+    common::service_settings(ami, dir, "")
 }
 
 async fn api(service: &Service, path: &str, token: Option<&str>) -> reqwest::Response {

@@ -130,36 +130,7 @@ fn expected_signature(secret: &str, timestamp: i64, body: &str) -> String {
 }
 
 fn settings(ami: &AmiServer, dir: &Path, webhooks: &str) -> config::Settings {
-    let text = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-[storage]
-url = "sqlite://{db}"
-[journal]
-dir = {journal:?}
-fsync_interval = "5ms"
-[correlation]
-grace = "200ms"
-[[pbx]]
-host = "127.0.0.1"
-port = {port}
-username = "bridge"
-secret = "s3cret"
-reconnect_initial = "50ms"
-[[api.tokens]]
-token = "admin"
-scopes = ["admin"]
-[[api.tokens]]
-token = "reader"
-scopes = ["read"]
-{webhooks}
-"#,
-        db = dir.join("calls.db").display(),
-        journal = dir.join("journal").display().to_string(),
-        port = ami.local_addr().port(),
-    );
-    config::load_from_str(&text, &[]).expect("test config")
+    common::service_settings(ami, dir, webhooks)
 }
 
 async fn start(webhooks: &str) -> (AmiServer, Service, tempfile::TempDir) {

@@ -75,3 +75,47 @@ pub fn ami_options(addr: std::net::SocketAddr) -> AmiClientOptions {
         unseen_since: None,
     }
 }
+
+/// Settings for a service under test against the simulated Asterisk `ami`, with its store
+/// and journal in `dir`: short grace and reconnect times, and three API tokens — `reader`
+/// (`read`), `dialer` (`dial`) and `admin` (`admin`). `extra` is TOML appended as is (a
+/// `[live]` table, `[[webhooks]]`, …).
+pub fn service_settings(
+    ami: &AmiServer,
+    dir: &std::path::Path,
+    extra: &str,
+) -> ctibridge::config::Settings {
+    let text = format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+[storage]
+url = "sqlite://{db}"
+[journal]
+dir = {journal:?}
+fsync_interval = "5ms"
+[correlation]
+grace = "200ms"
+[[pbx]]
+host = "127.0.0.1"
+port = {port}
+username = "bridge"
+secret = "s3cret"
+reconnect_initial = "50ms"
+[[api.tokens]]
+token = "reader"
+scopes = ["read"]
+[[api.tokens]]
+token = "dialer"
+scopes = ["dial"]
+[[api.tokens]]
+token = "admin"
+scopes = ["admin"]
+{extra}
+"#,
+        db = dir.join("calls.db").display(),
+        journal = dir.join("journal").display().to_string(),
+        port = ami.local_addr().port(),
+    );
+    ctibridge::config::load_from_str(&text, &[]).expect("test config")
+}
