@@ -6,7 +6,7 @@
 //! dial, DND, events, webhooks and readiness routes (successes and errors) are validated
 //! against their schemas in the document with a JSON Schema validator.
 
-use ctibridge::config::{self, PhoneVendor};
+use ctibridge::config::PhoneVendor;
 use ctibridge::service::Service;
 use ctibridge::sim::ami_server::AmiServer;
 use ctibridge::sim::fixtures::load_capture_file;
@@ -417,27 +417,12 @@ impl Rig {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead_addr = dead.local_addr().unwrap();
         drop(dead);
-        let text = format!(
+        let extra = format!(
             r#"
-[http]
-listen = "127.0.0.1:0"
-[storage]
-url = "sqlite://{db}"
-[journal]
-dir = {journal:?}
-fsync_interval = "5ms"
-[correlation]
-grace = "200ms"
 [active_uri]
 timeout = "500ms"
 [dial]
 rate_limit_per_phone = 1
-[[pbx]]
-host = "127.0.0.1"
-port = {port}
-username = "bridge"
-secret = "s3cret"
-reconnect_initial = "50ms"
 [[phones]]
 extension = "101"
 address = "{phone}"
@@ -451,23 +436,11 @@ address = "{dead_addr}"
 vendor = "fanvil"
 username = "admin"
 password = "admin"
-[[api.tokens]]
-token = "reader"
-scopes = ["read"]
-[[api.tokens]]
-token = "dialer"
-scopes = ["dial"]
-[[api.tokens]]
-token = "admin"
-scopes = ["admin"]
 "#,
-            db = dir.path().join("calls.db").display(),
-            journal = dir.path().join("journal").display().to_string(),
-            port = ami.local_addr().port(),
             phone = phone.local_addr(),
             mac = phone.config().mac,
         );
-        let settings = config::load_from_str(&text, &[]).expect("test config");
+        let settings = common::service_settings(&ami, dir.path(), &extra);
         let service = Service::start(&settings).await.expect("service starts");
         assert!(service.ami[0].wait_up(WAIT).await, "AMI link up");
         Rig {
