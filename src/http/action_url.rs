@@ -254,45 +254,35 @@ async fn receive(
         Cow::Owned(joined)
     };
     let t = truncate_to_micros(Utc::now());
-    let query_of = |target: &[u8]| -> Vec<u8> {
-        target
-            .iter()
-            .position(|&b| b == b'?')
-            .map(|q| target[q + 1..].to_vec())
-            .unwrap_or_default()
+    // Parsed from the very string that is journaled, as a replay reads it, so the consumer
+    // takes this parse instead of repeating it (`Correlator::handle_parsed`). Not forwarded
+    // (the consumer parses the journaled text itself) when the target is not UTF-8 — the
+    // registry and the problem counters then get the raw bytes, so the invalid UTF-8 is
+    // reported — or when a replay would not read it as a callback at all.
+    let text = String::from_utf8_lossy(&target);
+    let parsed = match &text {
+        Cow::Borrowed(text) => parse_target(text),
+        Cow::Owned(_) => None,
     };
-    let (target, callback, forwarded) = match String::from_utf8_lossy(&target) {
-        // The usual case: parsed from the very string that is journaled, as a replay reads
-        // it, so the consumer takes this parse instead of repeating it
-        // (`Correlator::handle_parsed`).
-        Cow::Borrowed(text) => {
-            let text = text.to_string();
-            match parse_target(&text) {
-                Some(cb) => {
-                    let cb = Arc::new(cb);
-                    (text, cb.clone(), Some(cb))
-                }
-                // Routed here, yet not a callback as a replay reads targets: the correlator
-                // ignores it; the registry still learns from it.
-                None => {
-                    let cb = parse_callback(event, &query_of(text.as_bytes()));
-                    (text, Arc::new(cb), None)
-                }
-            }
+    let text = text.into_owned();
+    let (callback, forwarded) = match parsed {
+        Some(cb) => {
+            let cb = Arc::new(cb);
+            (cb.clone(), Some(cb))
         }
-        // Bytes that are not UTF-8: the journal keeps the target with U+FFFD in their place
-        // (which is what the consumer parses), while the registry and the problem counters
-        // get the raw bytes, so the invalid UTF-8 is reported.
-        Cow::Owned(text) => {
-            let cb = parse_callback(event, &query_of(&target));
-            (text, Arc::new(cb), None)
+        None => {
+            let query = target
+                .iter()
+                .position(|&b| b == b'?')
+                .map_or(&[][..], |q| &target[q + 1..]);
+            (Arc::new(parse_callback(event, query)), None)
         }
     };
     let entry = JournalEntry {
         t,
         input: Input::Phone {
             peer: peer.ip().to_string(),
-            target,
+            target: text,
         },
     };
     match forwarded {
