@@ -137,7 +137,8 @@ pub enum Output {
         peer: String,
         /// Our extension for this phone, when known.
         extension: Option<String>,
-        callback: PhoneCallback,
+        /// Shared with the receiver that parsed it.
+        callback: Arc<PhoneCallback>,
     },
 }
 
@@ -281,7 +282,7 @@ impl Correlator {
     pub fn handle_parsed(
         &mut self,
         entry: &JournalEntry,
-        callback: Option<crate::phone::action_url::PhoneCallback>,
+        callback: Option<Arc<crate::phone::action_url::PhoneCallback>>,
     ) -> Vec<Output> {
         let t = entry.t;
         self.advance(t);

@@ -49,6 +49,10 @@ use std::sync::Arc;
 /// whole match window); beyond that the oldest gets its last try early.
 pub const MAX_PENDING_CALLBACKS: usize = 10_000;
 
+/// The endpoint names of one callback: at most three numbers, each with its account and
+/// extension, and usually one or two in all, so they fit inline.
+type Endpoints<T> = smallvec::SmallVec<[T; 3]>;
+
 /// A phone callback that matched no call.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OrphanCallback {
@@ -59,7 +63,9 @@ pub struct OrphanCallback {
     pub target: String,
     /// Our extension for the phone, when known.
     pub extension: Option<String>,
-    pub callback: PhoneCallback,
+    /// Shared with the receiver that parsed it (and the pending entry it came from).
+    #[schema(value_type = PhoneCallback)]
+    pub callback: Arc<PhoneCallback>,
     pub reason: OrphanReason,
 }
 
@@ -105,10 +111,10 @@ pub(super) struct PendingCallback {
     peer: Text,
     target: Text,
     ext: Option<String>,
-    cb: PhoneCallback,
+    cb: Arc<PhoneCallback>,
     /// The index keys it was filed under (call id; endpoints).
     call_id: Option<Text>,
-    endpoints: Vec<String>,
+    endpoints: Endpoints<Text>,
 }
 
 /// Pending callbacks in arrival order, indexed by SIP Call-ID and by endpoint.
@@ -142,10 +148,7 @@ impl Pending {
             self.by_call_id.entry(c.clone()).or_default().insert(seq);
         }
         for e in &p.endpoints {
-            self.by_endpoint
-                .entry(e.as_str().into())
-                .or_default()
-                .insert(seq);
+            self.by_endpoint.entry(e.clone()).or_default().insert(seq);
         }
         self.items.insert(seq, p);
     }
@@ -275,7 +278,7 @@ impl OrphanSnap {
     pub(super) fn into_orphan(self) -> Result<OrphanCallback, NotACallback> {
         let (event, query) =
             split_target(&self.target).ok_or_else(|| NotACallback(self.target.clone()))?;
-        let callback = parse_callback(&event, query.as_bytes());
+        let callback = Arc::new(parse_callback(&event, query.as_bytes()));
         Ok(OrphanCallback {
             at: self.at,
             peer: self.peer,
@@ -341,15 +344,15 @@ impl Correlator {
     }
 
     pub(super) fn restore_phone(&mut self, snap: PhoneSnap) -> Result<(), NotACallback> {
-        let parse = |target: &str| -> Result<PhoneCallback, NotACallback> {
+        let parse = |target: &str| -> Result<Arc<PhoneCallback>, NotACallback> {
             let (event, query) =
                 split_target(target).ok_or_else(|| NotACallback(target.to_string()))?;
-            Ok(parse_callback(&event, query.as_bytes()))
+            Ok(Arc::new(parse_callback(&event, query.as_bytes())))
         };
         for p in snap.pending {
             let cb = parse(&p.target)?;
             let ext = self.callback_extension(&cb);
-            let endpoints = self.callback_endpoints(&cb, ext.as_deref());
+            let endpoints = self.callback_endpoint_keys(&cb, ext.as_deref());
             let pending = PendingCallback {
                 at: p.at,
                 deadline: p.deadline,
@@ -470,7 +473,7 @@ impl Correlator {
         t: DateTime<Utc>,
         peer: &str,
         target: &str,
-        parsed: Option<PhoneCallback>,
+        parsed: Option<Arc<PhoneCallback>>,
     ) {
         let cb = match parsed {
             Some(cb) => cb,
@@ -478,7 +481,7 @@ impl Correlator {
                 let Some((event, query)) = split_target(target) else {
                     return; // not a phone callback: ignored
                 };
-                parse_callback(&event, query.as_bytes())
+                Arc::new(parse_callback(&event, query.as_bytes()))
             }
         };
         let ext = self.callback_extension(&cb);
@@ -517,7 +520,7 @@ impl Correlator {
                 self.settle_expired(p);
             }
         }
-        let endpoints = self.callback_endpoints(&cb, ext.as_deref());
+        let endpoints = self.callback_endpoint_keys(&cb, ext.as_deref());
         self.pending.push(PendingCallback {
             at: t,
             deadline: t + self.settings.window,
@@ -555,16 +558,18 @@ impl Correlator {
         first.map(str::to_string)
     }
 
-    /// Endpoint names the phone may appear under in AMI (sorted, unique).
-    fn callback_endpoints(&self, cb: &PhoneCallback, ext: Option<&str>) -> Vec<String> {
+    /// Endpoint names the phone may appear under in AMI (sorted, unique). Borrowed from the
+    /// callback and the settings: this runs for every call callback, often twice.
+    fn callback_endpoints<'a>(
+        &'a self,
+        cb: &'a PhoneCallback,
+        ext: Option<&'a str>,
+    ) -> Endpoints<&'a str> {
         let s = &self.settings;
-        let mut out: Vec<String> = Vec::new();
-        let mut add = |n: &str| {
-            if n.is_empty() {
-                return;
-            }
-            if !out.iter().any(|o| o == n) {
-                out.push(n.to_string());
+        let mut out: Endpoints<&'a str> = Endpoints::new();
+        let mut add = |n: &'a str| {
+            if !n.is_empty() && !out.contains(&n) {
+                out.push(n);
             }
         };
         let numbers = [ext, cb.active_user.as_deref(), cb.local.as_deref()];
@@ -578,8 +583,16 @@ impl Correlator {
                 add(a);
             }
         }
-        out.sort();
+        out.sort_unstable();
         out
+    }
+
+    /// [`Self::callback_endpoints`] as owned index keys, for a callback that waits.
+    fn callback_endpoint_keys(&self, cb: &PhoneCallback, ext: Option<&str>) -> Endpoints<Text> {
+        self.callback_endpoints(cb, ext)
+            .into_iter()
+            .map(Text::from)
+            .collect()
     }
 
     /// Finds the leg a callback belongs to (see the module docs). `final_try` lifts the
@@ -628,7 +641,7 @@ impl Correlator {
         let mut best: Option<(Score, LegRef)> = None;
         let mut candidates = 0usize;
         for ep in self.callback_endpoints(cb, ext) {
-            let Some(keys) = self.endpoint_index.get(ep.as_str()) else {
+            let Some(keys) = self.endpoint_index.get(ep) else {
                 continue;
             };
             for &key in keys {
@@ -639,7 +652,7 @@ impl Correlator {
                     continue;
                 };
                 for (i, leg) in conv.legs.iter().enumerate() {
-                    if leg.endpoint() != Some(ep.as_str()) {
+                    if leg.endpoint() != Some(ep) {
                         continue;
                     }
                     if t < leg.started_at - w || leg.ended_at.is_some_and(|e| t > e + w) {
@@ -866,7 +879,7 @@ impl Correlator {
             let Some((event, query)) = split_target(&raw.target) else {
                 continue;
             };
-            let cb = parse_callback(&event, query.as_bytes());
+            let cb = Arc::new(parse_callback(&event, query.as_bytes()));
             let ext = self.callback_extension(&cb);
             self.orphans.push(OrphanCallback {
                 at: raw.at,

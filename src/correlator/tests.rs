@@ -897,7 +897,9 @@ fn a_callback_parsed_by_the_receiver_gives_what_a_replay_gives() {
     let mut parsed = 0;
     for e in &input {
         let cb = match &e.input {
-            Input::Phone { target, .. } => crate::phone::action_url::parse_target(target),
+            Input::Phone { target, .. } => {
+                crate::phone::action_url::parse_target(target).map(Arc::new)
+            }
             _ => None,
         };
         parsed += usize::from(cb.is_some());

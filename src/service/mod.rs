@@ -592,11 +592,8 @@ async fn consume(
                     control.on_input(&entry);
                     live.input(&entry);
                     gauges.input_done();
-                    // The receiver's parse, moved out unless the receiver still holds it.
-                    let callback = journaled
-                        .callback
-                        .map(|cb| Arc::try_unwrap(cb).unwrap_or_else(|shared| (*shared).clone()));
-                    correlator.handle_parsed(&entry, callback)
+                    // The receiver's parse, shared (the correlator keeps it as it is).
+                    correlator.handle_parsed(&entry, journaled.callback)
                 }
             },
             _ = tick.tick() => correlator.tick(truncate_to_micros(Utc::now())),
