@@ -46,7 +46,9 @@ const PLAIN_TEXT_API_ERRORS: [(&str, &str, &str); 2] =
 /// The `(METHOD, path)` pairs of an axum router, read from its `Debug` form (axum has no
 /// public route listing): the `node` maps route ids to paths, `routes` maps them to method
 /// routers whose endpoints are `None` when the method is not routed.
-fn router_routes(router: &axum::Router<ctibridge::http::AppState>) -> BTreeSet<(String, String)> {
+fn router_routes(
+    router: &axum::Router<std::sync::Arc<ctibridge::http::AppState>>,
+) -> BTreeSet<(String, String)> {
     let text = format!("{router:?}");
     let changed = |what: &str| format!("axum's Router Debug form changed (no {what}): {text}");
     // The routes added with `route`; the fallback router after it holds axum's own fallback.

@@ -168,7 +168,7 @@ impl CallbackStats {
 
 /// `/action-url/{event}` (no secret configured).
 pub async fn without_secret(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(event): Path<String>,
     request: Request,
@@ -186,7 +186,7 @@ pub async fn without_secret(
 
 /// `/action-url/{secret}/{event}`.
 pub async fn with_secret(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((secret, event)): Path<(String, String)>,
     request: Request,

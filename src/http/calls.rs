@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::Json;
+use std::sync::Arc;
 
 fn query(q: Result<Query<CallQuery>, QueryRejection>) -> Result<CallQuery, ApiError> {
     q.map(|Query(q)| q)
@@ -45,7 +46,7 @@ impl From<StoreError> for ApiError {
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     q: Result<Query<CallQuery>, QueryRejection>,
 ) -> Result<Json<CallPage>, ApiError> {
@@ -70,7 +71,7 @@ pub async fn list(
     )
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<CallRecord>, ApiError> {
@@ -104,7 +105,7 @@ pub async fn get(
     )
 )]
 pub async fn csv(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     q: Result<Query<CallQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -149,7 +150,7 @@ pub async fn csv(
     )
 )]
 pub async fn orphans(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<OrphanCallback>>, ApiError> {
     state.tokens.require(&headers, Scope::Read)?;

@@ -22,6 +22,7 @@ use axum::Json;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// The `POST /api/v1/dial` body. `from` and `to` may be JSON strings or numbers.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -161,7 +162,11 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         (status = 500, response = super::openapi::InternalError),
     )
 )]
-pub async fn post_dial(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post_dial(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(e) = state.tokens.require(&headers, Scope::Dial) {
         return e.into_response();
     }
@@ -215,7 +220,7 @@ pub async fn post_dial(State(state): State<AppState>, headers: HeaderMap, body: 
     )
 )]
 pub async fn get_dial(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
@@ -264,7 +269,7 @@ pub async fn get_dial(
     )
 )]
 pub async fn put_dnd(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(ext): Path<String>,
     body: Bytes,

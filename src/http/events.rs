@@ -30,6 +30,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -136,7 +137,7 @@ fn open(
     )
 )]
 pub async fn sse(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     params: Result<Query<StreamParams>, QueryRejection>,
     close: Option<axum::Extension<ConnectionClose>>,
@@ -262,7 +263,7 @@ impl SseStream {
     )
 )]
 pub async fn ws(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     params: Result<Query<StreamParams>, QueryRejection>,
     upgrade: WebSocketUpgrade,

@@ -63,9 +63,12 @@ impl ConnectionClose {
     }
 }
 
-/// The routes.
+/// The routes. The state is shared behind one `Arc`: axum hands every handler its own copy,
+/// and copying the fields one by one (a dozen reference counts) was a visible cost per
+/// phone callback.
 pub fn router(state: AppState) -> Router {
     let metrics = state.ops.clone();
+    let state = Arc::new(state);
     routes()
         // Keep this layer after every route: it wraps only the routes added before it.
         .layer(axum::middleware::from_fn_with_state(
@@ -77,7 +80,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Every route, before the state and the layers. Each one is documented in the OpenAPI
 /// document ([`openapi`]); `tests/openapi.rs` compares the two.
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/action-url/{event}",

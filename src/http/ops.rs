@@ -29,7 +29,7 @@ use std::time::Instant;
     responses((status = 200, description = "The metrics", body = String,
         content_type = "text/plain; version=0.0.4"))
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let body = state
         .ops
         .render(&state.ingest, &state.callback_stats, &state.store)
@@ -67,7 +67,7 @@ pub async fn healthz() -> &'static str {
             body = super::openapi::ReadinessDoc),
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let report = readiness(state.ops.ami(), &state.store, state.ingest.journal()).await;
     let status = if report.ready {
         StatusCode::OK

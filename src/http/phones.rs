@@ -7,6 +7,7 @@ use crate::phone::registry::PhoneInfo;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use std::sync::Arc;
 
 /// Every phone, configured and discovered, ordered by extension.
 #[utoipa::path(
@@ -23,7 +24,7 @@ use axum::Json;
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<PhoneInfo>>, ApiError> {
     state.tokens.require(&headers, Scope::Read)?;
@@ -46,7 +47,7 @@ pub async fn list(
     )
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(ext): Path<String>,
 ) -> Result<Json<PhoneInfo>, ApiError> {

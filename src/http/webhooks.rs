@@ -14,6 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -65,7 +66,7 @@ pub struct DeliveriesPage {
     )
 )]
 pub async fn deliveries(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     q: Result<Query<DeliveriesParams>, QueryRejection>,
 ) -> Result<Json<DeliveriesPage>, ApiError> {
