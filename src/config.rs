@@ -64,6 +64,8 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Webhook targets: live events POSTed to CRMs, durable and signed.
     pub webhooks: Vec<WebhookSettings>,
+    /// The async runtime `serve` runs on.
+    pub runtime: RuntimeSettings,
 }
 
 impl Default for Settings {
@@ -84,6 +86,7 @@ impl Default for Settings {
             dnd: DndSettings::default(),
             live: LiveSettings::default(),
             webhooks: Vec::new(),
+            runtime: RuntimeSettings::default(),
         }
     }
 }
@@ -193,6 +196,33 @@ impl Default for IngestSettings {
         Self {
             queue_capacity: 65536,
         }
+    }
+}
+
+/// `[runtime]`: the threads `serve` runs its async tasks on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Async worker threads; 0 picks [`RuntimeSettings::workers`]' automatic count.
+    pub worker_threads: usize,
+}
+
+/// The most worker threads accepted.
+const MAX_WORKER_THREADS: usize = 256;
+
+impl RuntimeSettings {
+    /// The worker threads to start: as configured, or with 0 one per CPU core but one,
+    /// at least one. Why one less: ctibridge runs beside Asterisk, whose SIP and media
+    /// threads should keep a core; and the blocking work (journal fsync, SQLite) has its own
+    /// threads anyway. On a 2-core machine under Action URL load, one worker served as many
+    /// callbacks per second as two, on two thirds of the CPU (two workers woke each other
+    /// about 19,000 times a second to share the work); figures in `docs/OPERATIONS.md`, "Threads".
+    pub fn workers(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
     }
 }
 
@@ -1373,6 +1403,12 @@ impl Settings {
             MIN_QUEUE,
             MAX_QUEUE,
         );
+        problems.in_range(
+            "runtime.worker_threads",
+            self.runtime.worker_threads,
+            0,
+            MAX_WORKER_THREADS,
+        );
 
         if let Some(secret) = &self.action_url.path_secret {
             let url_safe = |c: char| c.is_ascii_alphanumeric() || "-_.~".contains(c);
@@ -2336,6 +2372,19 @@ mod tests {
         assert_eq!(settings.phones[0].mac.as_deref(), Some("80:5e:c0:12:34:56"));
         assert_eq!(settings.api.tokens.len(), 1);
         assert!(settings.action_url.path_secret.is_some());
+    }
+
+    #[test]
+    fn worker_threads_as_configured_or_one_per_core_but_one() {
+        let set = load_ok("[runtime]\nworker_threads = 3\n", &[]);
+        assert_eq!(set.runtime.workers(), 3);
+        let env_set = load_ok("", &[("CTIBRIDGE__RUNTIME__WORKER_THREADS", "2")]);
+        assert_eq!(env_set.runtime.workers(), 2);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let auto = Settings::default().runtime.workers();
+        assert_eq!(auto, cores.saturating_sub(1).max(1), "{cores} cores");
+        let err = problems("[runtime]\nworker_threads = 257\n", &[]);
+        assert_eq!(keys(&err), ["runtime.worker_threads"]);
     }
 
     #[test]

@@ -138,14 +138,31 @@ enum JournalCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `serve` sizes its runtime from the config (`[runtime]`), so it reads the config first;
+    // every other command takes tokio's default (one worker per core).
+    let mut preloaded = None;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::Serve { config } = &cli.command {
+        match config::load(config.as_deref()) {
+            Ok(loaded) => {
+                builder.worker_threads(loaded.settings.runtime.workers());
+                preloaded = Some(loaded);
+            }
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, preloaded)) {
         Ok(code) => code,
         // `ctibridge replay … | head`: the reader left; that is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -185,16 +202,24 @@ fn log_output(cli: Option<LogOutput>, configured: config::LogFormat) -> LogOutpu
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// `preloaded`: the config `serve` read before the runtime started.
+async fn run(cli: Cli, preloaded: Option<config::Loaded>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
-            let loaded = config::load(config.as_deref())?;
+            let loaded = match preloaded {
+                Some(loaded) => loaded,
+                None => config::load(config.as_deref())?,
+            };
             let s = &loaded.settings;
             telemetry::init(
                 log_output(cli.log_format, s.log.format),
                 &log_filter(cli.verbose, &s.log.level),
             );
-            tracing::info!(source = %loaded.source, "configuration loaded");
+            tracing::info!(
+                source = %loaded.source,
+                worker_threads = s.runtime.workers(),
+                "configuration loaded"
+            );
             ctibridge::service::serve(loaded.settings).await?;
             Ok(ExitCode::SUCCESS)
         }
