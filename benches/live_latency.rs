@@ -390,11 +390,17 @@ fn main() {
         offline(&args);
         return;
     }
-    // One runtime with two workers, as `ctibridge serve` has on this machine; the simulated
-    // Asterisk, the driver and the SSE client share it (a second runtime for them was tried:
-    // no better, the cross-runtime wake-ups cost as much as they saved).
+    // One runtime with the workers `ctibridge serve` starts on this machine (`[runtime]`
+    // default, or LIVE_LATENCY_WORKERS); the simulated Asterisk, the driver and the SSE client
+    // share it (a second runtime for them was tried: no better, the cross-runtime wake-ups
+    // cost as much as they saved).
+    let workers = std::env::var("LIVE_LATENCY_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| ctibridge::config::RuntimeSettings::default().workers());
+    println!("runtime: {workers} worker threads");
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
