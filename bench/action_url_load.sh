@@ -71,6 +71,7 @@ TOML
   t0=$(date +%s.%N); c0=$(ticks)
   "${load[@]}" -c"$connections" -d"$duration" --latency ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" | tee "$work/wrk.out"
   t1=$(date +%s.%N); c1=$(ticks)
+  peak=$(awk '/^VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$pid/status")
   cpu=$(awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v t="$t0" -v u="$t1" 'BEGIN {printf "%.2f", c / hz / (u - t)}')
   kill -INT "$pid"; wait "$pid" || true
   pid=
@@ -78,7 +79,7 @@ TOML
   rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
   p50=$(awk '$1 == "50%" {print $2}' "$work/wrk.out")
   p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out")
-  summary+=("run $run: $rps req/s, p50 $p50, p99 $p99, server CPU $cpu cores, journal lines $lines")
+  summary+=("run $run: $rps req/s, p50 $p50, p99 $p99, server CPU $cpu cores, peak RSS $peak, journal lines $lines")
 done
 echo "--- $connections connections, $duration per run, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%s\n' "${summary[@]}"
