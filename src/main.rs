@@ -1,6 +1,7 @@
 //! The `ctibridge` binary: parses the command line and hands off to the library.
 //! Errors are reported here, at the edge, with their whole context chain.
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ctibridge::ami::{AmiCodec, AmiFrame};
 use ctibridge::config;
@@ -205,11 +206,8 @@ fn log_output(cli: Option<LogOutput>, configured: config::LogFormat) -> LogOutpu
 /// `preloaded`: the config `serve` read before the runtime started.
 async fn run(cli: Cli, preloaded: Option<config::Loaded>) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let loaded = match preloaded {
-                Some(loaded) => loaded,
-                None => config::load(config.as_deref())?,
-            };
+        Command::Serve { .. } => {
+            let loaded = preloaded.context("serve's config is read before the runtime starts")?;
             let s = &loaded.settings;
             telemetry::init(
                 log_output(cli.log_format, s.log.format),
@@ -325,7 +323,6 @@ fn check_config(path: Option<&Path>) -> ExitCode {
 
 /// `ami decode`: streams the input through the codec, one JSON line per message.
 async fn decode(input: &str, max_message_bytes: usize) -> anyhow::Result<()> {
-    use anyhow::Context;
     let reader: Box<dyn tokio::io::AsyncRead + Unpin> = if input == "-" {
         Box::new(tokio::io::stdin())
     } else {
@@ -361,7 +358,6 @@ async fn decode(input: &str, max_message_bytes: usize) -> anyhow::Result<()> {
 }
 
 fn parse_vendor(vendor: &str) -> anyhow::Result<config::PhoneVendor> {
-    use anyhow::Context;
     serde_json::from_value(serde_json::Value::String(vendor.to_string())).with_context(|| {
         format!("unknown vendor {vendor:?}: use yealink, yealink-legacy, fanvil, snom, grandstream or htek")
     })
