@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::{
-    ctx, format_timestamp, format_timestamp_nanos, record_json, write_checkpoint, write_record,
-    Checkpoint, CheckpointRow, Store, StoreError,
+    ctx, format_timestamp, format_timestamp_nanos, write_checkpoint, Checkpoint, CheckpointRow,
+    Store, StoreError,
 };
 use crate::record::CallRecord;
 
@@ -40,20 +40,9 @@ impl Store {
         records: &[CallRecord],
         point: &RestartPoint,
     ) -> Result<(), StoreError> {
-        let prepared = records
-            .iter()
-            .map(|r| Ok((r, record_json(r)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Validate before touching the database.
         let row = CheckpointRow::try_from(&point.checkpoint)?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(ctx("getting a connection"))?;
-        let mut tx = conn.begin().await.map_err(ctx("beginning a transaction"))?;
-        for (record, json) in &prepared {
-            write_record(&mut tx, record, json).await?;
-        }
+        let mut tx = self.begin_with_records(records).await?;
         write_checkpoint(&mut tx, &row).await?;
         sqlx::query(
             "INSERT INTO checkpoint_snapshot \

@@ -55,7 +55,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use crate::record::{CallRecord, Direction, Disposition, Source};
 
@@ -214,6 +214,28 @@ impl Store {
         self.upsert_many(std::slice::from_ref(record), None).await
     }
 
+    /// A transaction that has upserted `records`, in order, for the caller to add to and
+    /// commit (dropped uncommitted, it stores nothing). The records are serialised and
+    /// validated before the database is touched.
+    async fn begin_with_records(
+        &self,
+        records: &[CallRecord],
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        let prepared = records
+            .iter()
+            .map(|r| Ok((r, record_json(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(ctx("beginning a transaction"))?;
+        for (record, json) in &prepared {
+            write_record(&mut tx, record, json).await?;
+        }
+        Ok(tx)
+    }
+
     /// Stores `records` in order and, if given, sets the checkpoint, all in one transaction:
     /// either all of it is stored or none of it. One transaction per batch is also much
     /// cheaper than one per record when replaying a journal.
@@ -222,21 +244,9 @@ impl Store {
         records: &[CallRecord],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), StoreError> {
-        // Serialise and validate before touching the database.
-        let prepared = records
-            .iter()
-            .map(|r| Ok((r, record_json(r)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        // Validate before touching the database.
         let checkpoint = checkpoint.map(CheckpointRow::try_from).transpose()?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(ctx("getting a connection"))?;
-        let mut tx = conn.begin().await.map_err(ctx("beginning a transaction"))?;
-        for (record, json) in &prepared {
-            write_record(&mut tx, record, json).await?;
-        }
+        let mut tx = self.begin_with_records(records).await?;
         if let Some(cp) = checkpoint {
             write_checkpoint(&mut tx, &cp).await?;
         }
